@@ -6,3 +6,12 @@ from . import masks
 from .base import LinearOperator, adjoint_mismatch, check_tensor
 from .likelihood import likelihood_gradient
 from .noise import add_gaussian_noise, quantize
+from .gradient import FiniteDifference
+from .fft import complex_abs, fft2c, fft3c, fftnc, from_complex, ifft2c, ifft3c, ifftnc, to_complex
+from .mri import SingleCoilMRI
+from .denoising import Denoising
+from .blur import GaussianBlur, gaussian_kernel
+from .inpainting import Inpainting, centered_hole_mask
+from .superres import SuperResolution, downscale_taps
+from .random_projection import RandomProjection
+from .ct import ParallelBeamCT

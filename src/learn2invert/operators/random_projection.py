@@ -1,0 +1,143 @@
+"""Random projections of flattened images: Gaussian, Bernoulli (+/-1) and Fourier ensembles.
+
+These are the three compressed-sensing matrices of the RIM paper's multi-task experiment
+(Sec. 4.4): 32 x 32 grey patches measured with ``m = n / p`` random projections, where ``p`` is
+the "reduction in dimensionality" of its Fig. 2 (see :meth:`RandomProjection.from_reduction`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import LinearOperator, check_tensor
+
+_KINDS = ("gaussian", "bernoulli", "fourier")
+
+
+def _default_image_shape(n: int) -> tuple[int, int, int]:
+    side = math.isqrt(n)
+    return (1, side, side) if side * side == n else (1, 1, n)
+
+
+class RandomProjection(LinearOperator):
+    """``y = A vec(x)`` with a fixed random ``m x n`` matrix, ``n = C * H * W``.
+
+    Args:
+        m: number of measurements.
+        n: length of the flattened image ``x.reshape(B, -1)`` (row-major over ``C, H, W``).
+        kind: ``"gaussian"`` (i.i.d. N(0, 1) entries), ``"bernoulli"`` (i.i.d. +1/-1 with
+            probability 1/2 each) or ``"fourier"`` (``m`` distinct rows, drawn uniformly, of the
+            unitary ``n``-point DFT matrix ``F[k, j] = exp(-2 pi i k j / n) / sqrt(n)``; needs
+            ``m <= n``). The entries are not rescaled (as in the paper), so for the dense kinds
+            ``||A x|| ~ sqrt(m) ||x||``; choose the noise level accordingly.
+        seed: seed of the ``torch.Generator`` that draws the matrix; the same seed gives the
+            same matrix. ``None`` draws a seed from torch's global generator (so
+            ``torch.manual_seed`` makes it reproducible) and records it in ``self.seed``.
+        image_shape: ``(C, H, W)`` of the images, with ``C * H * W == n``. ``A`` checks its
+            input against it and ``A_adjoint`` returns it. Default: ``(1, s, s)`` when
+            ``n = s * s`` is a perfect square (a grey square patch, e.g. ``n = 1024`` for
+            the paper's 32 x 32 patches), otherwise ``(1, 1, n)``.
+
+    Shapes: ``x`` is ``(B, *image_shape)``; ``y`` is ``(B, m)`` for gaussian and bernoulli and
+    ``(B, 2, m)`` (real, imaginary) for fourier. For fourier the adjoint is taken with respect to
+    the real inner product of those 2 channels: ``A^T y = Re(F_rows^H (y_re + i y_im))``.
+
+    Buffers (saved in ``state_dict``, since regenerating from the seed depends on torch's RNG):
+    ``matrix`` ``(m, n)`` for the dense kinds (default dtype, cast to the input's dtype per
+    call, follows ``.double()``), ``rows`` ``(m,)`` int64 sorted DFT row indices for fourier
+    (applied through an FFT, ``O(n log n)`` per image instead of ``O(m n)``).
+    """
+
+    def __init__(
+        self,
+        m: int,
+        n: int,
+        kind: str = "gaussian",
+        seed: int | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("m", m), ("n", n)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+        if kind == "fourier" and m > n:
+            raise ValueError(f"a Fourier ensemble draws m distinct rows of the n-point DFT: need m <= n, got m={m}, n={n}")
+        if image_shape is None:
+            image_shape = _default_image_shape(n)
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or math.prod(image_shape) != n:
+            raise ValueError(f"image_shape must be (C, H, W) with C * H * W == n = {n}, got {image_shape}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.m, self.n, self.kind, self.seed = m, n, kind, int(seed)
+        self.image_shape: tuple[int, int, int] = image_shape  # type: ignore[assignment]
+
+        generator = torch.Generator().manual_seed(self.seed)
+        if kind == "fourier":
+            rows = torch.randperm(n, generator=generator)[:m].sort().values
+            self.register_buffer("rows", rows)
+        else:
+            if kind == "gaussian":
+                # Drawn in float64 so that the matrix for a seed does not depend on the default dtype.
+                matrix = torch.randn(m, n, generator=generator, dtype=torch.float64)
+            else:
+                matrix = torch.randint(0, 2, (m, n), generator=generator).to(torch.float64) * 2 - 1
+            self.register_buffer("matrix", matrix.to(torch.get_default_dtype()))
+
+    @classmethod
+    def from_reduction(
+        cls,
+        reduction: float,
+        image_shape: tuple[int, int, int],
+        kind: str = "gaussian",
+        seed: int | None = None,
+    ) -> RandomProjection:
+        """Build the operator with ``m = round(n / reduction)`` measurements, ``n = C * H * W``.
+
+        The RIM paper states its random-projection tasks by the reduction ``p`` (Fig. 2):
+        ``m = n / p``, e.g. ``p = 2`` halves the number of values.
+        """
+        if not reduction >= 1:
+            raise ValueError(f"reduction must be >= 1 (m = n / reduction), got {reduction!r}")
+        n = math.prod(int(s) for s in image_shape)
+        m = max(1, round(n / reduction))
+        return cls(m, n, kind=kind, seed=seed, image_shape=tuple(image_shape))
+
+    @property
+    def reduction(self) -> float:
+        """Reduction in dimensionality ``p = n / m`` (the RIM paper's Fig. 2 parameter)."""
+        return self.n / self.m
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, n={self.n}, kind={self.kind!r}, seed={self.seed}, image_shape={self.image_shape}"
+
+    def _measurement_layout(self) -> str:
+        return f"(B, 2, {self.m})" if self.kind == "fourier" else f"(B, {self.m})"
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        """Project ``x`` of shape ``(B, *image_shape)``; returns ``(B, m)`` or ``(B, 2, m)`` (fourier)."""
+        layout = "(B, " + ", ".join(str(s) for s in self.image_shape) + ")"
+        check_tensor(x, "x", layout, ndims=(4,), spatial=self.image_shape)
+        flat = x.reshape(x.shape[0], self.n)
+        if self.kind == "fourier":
+            spectrum = torch.fft.fft(flat, norm="ortho")[:, self.rows]
+            return torch.stack((spectrum.real, spectrum.imag), dim=1)
+        return flat @ self.matrix.to(x.dtype).T
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        """Adjoint of :meth:`A`: ``y`` of shape ``(B, m)`` or ``(B, 2, m)`` (fourier) to ``(B, *image_shape)``."""
+        layout = self._measurement_layout()
+        if self.kind == "fourier":
+            check_tensor(y, "y", layout, ndims=(3,), channels=2, spatial=(self.m,))
+            # Zero-filling the unmeasured rows and applying the unitary inverse DFT is F_rows^H;
+            # the real part is the adjoint for the real inner product on (real, imag) channels.
+            values = torch.complex(y[:, 0], y[:, 1])
+            spectrum = values.new_zeros(y.shape[0], self.n).index_copy(1, self.rows, values)
+            flat = torch.fft.ifft(spectrum, norm="ortho").real
+        else:
+            check_tensor(y, "y", layout, ndims=(2,), spatial=(self.m,))
+            flat = y @ self.matrix.to(y.dtype)
+        return flat.reshape(y.shape[0], *self.image_shape)
