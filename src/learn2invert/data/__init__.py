@@ -1,0 +1,7 @@
+"""Datasets and transforms: embedded defaults (natural photographs, phantoms, brain template), on-disk formats, measurement simulation."""
+from .natural import IMAGE_NAMES, TEST_IMAGES, TRAIN_IMAGES, NaturalPatches, TestImages, available_images, load_image
+from .phantoms import EllipsesDataset, random_ellipses, shepp_logan
+from .image_folder import ImageFolder
+from .brain import BrainPatches3D, BrainSlices, load_mni152, smooth_phase, split_slice_indices
+from .fastmri import FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
+from .nifti import NiftiSlices, load_nifti, save_nifti

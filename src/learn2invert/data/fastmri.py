@@ -1,0 +1,325 @@
+"""fastMRI single-coil HDF5 files as a slice dataset.
+
+A fastMRI single-coil file (knee, ``singlecoil_{train,val,test}``) holds:
+
+- ``kspace``: complex64 ``(slices, H, W)`` (e.g. ``(35, 640, 368)``), H the readout direction;
+- ``reconstruction_esc``: float32 ``(slices, 320, 320)``, the magnitude of the centred inverse FFT
+  of the fully sampled (emulated single-coil) k-space, centre-cropped to the reconstruction
+  matrix; absent from the test split;
+- ``mask``: the test split's sampling pattern over the W columns (its k-space is already
+  undersampled); test files also carry the attributes ``acceleration`` and
+  ``num_low_frequency``;
+- ``ismrmrd_header``: ISMRMRD XML; ``encoding/encodedSpace/matrixSize`` and
+  ``encoding/reconSpace/matrixSize`` give the acquired and reconstructed grids (x, y, z);
+- attributes ``max`` and ``norm`` (of the target volume), ``acquisition`` (``CORPD_FBK`` or
+  ``CORPDFS_FBK``), ``patient_id``.
+
+Images are cropped like fastMRI's data transforms: to the target's size when there is one, else
+to the header's recon ``(x, y)`` as ``(rows, cols)``, and never wider than the image (some brain
+FLAIR files are only 203 columns wide). Complex data are 2-channel real tensors throughout.
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "parse_ismrmrd_header",
+    "fastmri_crop_size",
+    "center_crop",
+    "kspace_to_magnitude",
+    "FastMRISingleCoil",
+]
+
+TARGET_KEY = "reconstruction_esc"
+
+
+def _child(element: ElementTree.Element, name: str) -> ElementTree.Element | None:
+    """First child with local tag ``name``, whatever XML namespace the file declares."""
+    for child in element:
+        if child.tag == name or child.tag.endswith("}" + name):
+            return child
+    return None
+
+
+def _find_int(root: ElementTree.Element, path: Sequence[str]) -> int | None:
+    """Integer text at the nested local-name ``path`` below ``root``; ``None`` if absent."""
+    node = root
+    for name in path:
+        node = _child(node, name)
+        if node is None:
+            return None
+    try:
+        return int((node.text or "").strip())
+    except ValueError as exc:
+        raise ValueError(f"ISMRMRD header: {'/'.join(path)} is not an integer ({node.text!r})") from exc
+
+
+def parse_ismrmrd_header(xml: bytes | str) -> dict[str, Any]:
+    """Read the grid sizes from an ISMRMRD XML header.
+
+    Args:
+        xml: the header text (fastMRI stores it as bytes in the ``ismrmrd_header`` dataset).
+
+    Returns:
+        ``{"encoding_size": (x, y, z), "recon_size": (x, y, z), "padding_left": int | None,
+        "padding_right": int | None}``. The paddings bound the acquired columns of k-space:
+        ``encoding_size[1] // 2 - encodingLimits/kspace_encoding_step_1/center`` and that plus
+        ``maximum + 1``, as fastMRI computes them; ``None`` when the header has no limits.
+
+    Raises:
+        ValueError: if the XML is malformed or a matrix size is missing.
+    """
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"malformed ISMRMRD header XML ({exc})") from exc
+    encoding = _child(root, "encoding")
+    if encoding is None:
+        raise ValueError("ISMRMRD header has no <encoding> element")
+    sizes = {}
+    for key, space in (("encoding_size", "encodedSpace"), ("recon_size", "reconSpace")):
+        values = tuple(_find_int(encoding, [space, "matrixSize", c]) for c in "xyz")
+        if values[0] is None or values[1] is None:
+            raise ValueError(f"ISMRMRD header lacks encoding/{space}/matrixSize x and y")
+        sizes[key] = (values[0], values[1], values[2] if values[2] is not None else 1)
+    center = _find_int(encoding, ["encodingLimits", "kspace_encoding_step_1", "center"])
+    maximum = _find_int(encoding, ["encodingLimits", "kspace_encoding_step_1", "maximum"])
+    if center is not None and maximum is not None:
+        left = sizes["encoding_size"][1] // 2 - center
+        sizes["padding_left"], sizes["padding_right"] = left, left + maximum + 1
+    else:
+        sizes["padding_left"] = sizes["padding_right"] = None
+    return sizes
+
+
+def fastmri_crop_size(
+    image_shape: Sequence[int],
+    recon_size: Sequence[int] | None = None,
+    target_shape: Sequence[int] | None = None,
+) -> tuple[int, int]:
+    """The ``(rows, cols)`` an image is cropped to before comparing with fastMRI targets.
+
+    Args:
+        image_shape: ``(..., H, W)`` of the k-space / full image.
+        recon_size: header recon matrix ``(x, y[, z])``; used when there is no target.
+        target_shape: ``(..., h, w)`` of the stored target; takes precedence.
+
+    Returns:
+        ``(h, w)``; squares down to ``(W, W)`` when the image is narrower than the crop.
+    """
+    if target_shape is not None:
+        crop = (int(target_shape[-2]), int(target_shape[-1]))
+    elif recon_size is not None:
+        crop = (int(recon_size[0]), int(recon_size[1]))
+    else:
+        raise ValueError("need a recon_size or a target_shape to choose the crop")
+    width = int(image_shape[-1])
+    if width < crop[1]:
+        crop = (width, width)
+    return crop
+
+
+def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Centre-crop the last two dims of ``x`` to ``size = (h, w)``, keeping rows
+    ``[(H - h) // 2, (H - h) // 2 + h)`` and likewise for columns (fastMRI's convention)."""
+    h, w = int(size[0]), int(size[1])
+    H, W = x.shape[-2:]
+    if not (0 < h <= H and 0 < w <= W):
+        raise ValueError(f"cannot crop {(H, W)} to {(h, w)}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def _ifft2c(kspace: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal inverse 2D FFT over the last two dims of a complex tensor."""
+    dims = (-2, -1)
+    shifted = torch.fft.ifftshift(kspace, dim=dims)
+    return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=dims, norm="ortho"), dim=dims)
+
+
+def kspace_to_magnitude(kspace: torch.Tensor, crop_size: Sequence[int]) -> torch.Tensor:
+    """k-space -> centre-cropped magnitude image, the way fastMRI targets are made.
+
+    Args:
+        kspace: ``(..., 2, H, W)`` real/imaginary, DC at the centre (``H // 2, W // 2``).
+        crop_size: ``(h, w)``, e.g. from :func:`fastmri_crop_size`.
+
+    Returns:
+        ``(..., 1, h, w)`` magnitude of ``ifft2c(kspace)`` after the centre crop, in the
+        k-space's units (orthonormal FFT: image and k-space have equal energy).
+    """
+    if kspace.ndim < 3 or kspace.shape[-3] != 2:
+        raise ValueError(f"kspace must be (..., 2, H, W); got shape {tuple(kspace.shape)}")
+    z = torch.complex(kspace.select(-3, 0), kspace.select(-3, 1))
+    image = center_crop(_ifft2c(z), crop_size)
+    return image.abs().unsqueeze(-3)
+
+
+def _python_attr(value: Any) -> Any:
+    """HDF5 attribute -> plain Python value (numbers, str), so batches collate cleanly."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class FastMRISingleCoil(Dataset):
+    """One item per slice of fastMRI single-coil HDF5 files.
+
+    Each item is a dict:
+
+    - ``"kspace"``: float32 ``(2, H, W)``, real/imaginary of the stored k-space;
+    - ``"target"``: float32 ``(1, h, w)`` ``reconstruction_esc`` slice, when the file has one;
+    - ``"mask"``: float32 ``(1, 1, W)`` in {0, 1}, broadcastable over the k-space, when the file
+      has a ``mask`` (test split) and ``split_has_mask`` is not ``False``;
+    - ``"crop_size"``: ``(h, w)`` from :func:`fastmri_crop_size`;
+    - ``"recon_size"`` / ``"encoding_size"``: header ``(x, y, z)`` (only when there is a header);
+    - ``"attrs"``: file attributes as Python values (``max``, ``norm``, ``acquisition``,
+      ``patient_id``, and on the test split ``acceleration``, ``num_low_frequency``);
+    - ``"fname"``: the file name, ``"slice"``: the slice number.
+
+    Args:
+        root_or_files: a directory (all ``*.h5`` in it, sorted), one file, or a list of files.
+        split_has_mask: ``None`` returns a mask wherever a file has one; ``True`` demands one in
+            every file (test split); ``False`` never returns one.
+        transform: optional callable applied to each item dict.
+
+    Raises:
+        ValueError: naming the file, when it is not HDF5, lacks ``kspace``, has k-space that is
+            not complex ``(slices, H, W)``, a target or mask of the wrong shape, a malformed
+            header, or neither a header nor a target to size the crop.
+    """
+
+    def __init__(
+        self,
+        root_or_files: str | os.PathLike | Sequence[str | os.PathLike],
+        split_has_mask: bool | None = None,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.files = _h5_files(root_or_files)
+        self.split_has_mask = split_has_mask
+        self.transform = transform
+        self.metadata: list[dict[str, Any]] = []
+        self.examples: list[tuple[int, int]] = []
+        for f_idx, path in enumerate(self.files):
+            meta = _inspect_file(path, split_has_mask)
+            self.metadata.append(meta)
+            self.examples += [(f_idx, s) for s in range(meta["num_slices"])]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Any:
+        f_idx, s = self.examples[index]
+        path, meta = self.files[f_idx], self.metadata[f_idx]
+        try:
+            with h5py.File(path, "r") as hf:
+                kspace = hf["kspace"][s]
+                target = hf[TARGET_KEY][s] if meta["has_target"] else None
+                mask = np.asarray(hf["mask"]) if meta["has_mask"] else None
+        except (OSError, KeyError) as exc:
+            raise ValueError(f"{path}: could not read slice {s} ({exc})") from exc
+        item: dict[str, Any] = {
+            "kspace": torch.from_numpy(np.stack([kspace.real, kspace.imag]).astype(np.float32)),
+            "crop_size": meta["crop_size"],
+            "attrs": dict(meta["attrs"]),
+            "fname": path.name,
+            "slice": s,
+        }
+        if target is not None:
+            item["target"] = torch.from_numpy(np.asarray(target, dtype=np.float32))[None]
+        if mask is not None:
+            item["mask"] = torch.from_numpy((mask.reshape(1, 1, -1) != 0).astype(np.float32))
+        if meta["header"] is not None:
+            item["recon_size"] = meta["header"]["recon_size"]
+            item["encoding_size"] = meta["header"]["encoding_size"]
+        return self.transform(item) if self.transform is not None else item
+
+
+def _inspect_file(path: Path, split_has_mask: bool | None) -> dict[str, Any]:
+    """Validate one file's layout and gather what every slice shares (sizes, attributes)."""
+    try:
+        hf = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    try:
+        with hf:
+            return _inspect_open_file(path, hf, split_has_mask)
+    except (OSError, KeyError, RuntimeError) as exc:  # damaged objects inside a valid HDF5 file
+        raise ValueError(f"{path}: could not read the file's contents ({exc})") from exc
+
+
+def _inspect_open_file(path: Path, hf: h5py.File, split_has_mask: bool | None) -> dict[str, Any]:
+    """The checks of :func:`_inspect_file` on an open file; ``path`` is only for messages."""
+    if "kspace" not in hf:
+        raise ValueError(f"{path}: no 'kspace' dataset (found {sorted(hf.keys())})")
+    kspace = hf["kspace"]
+    if not isinstance(kspace, h5py.Dataset) or kspace.ndim != 3:
+        shape = getattr(kspace, "shape", None)
+        raise ValueError(
+            f"{path}: 'kspace' must be single-coil (slices, H, W); got shape {shape}"
+            + (" (multi-coil files are (slices, coils, H, W))" if shape is not None and len(shape) == 4 else "")
+        )
+    if kspace.dtype.kind != "c":
+        raise ValueError(f"{path}: 'kspace' must be complex, got dtype {kspace.dtype}")
+    num_slices, height, width = kspace.shape
+    has_target = TARGET_KEY in hf
+    target_shape = None
+    if has_target:
+        target_shape = hf[TARGET_KEY].shape
+        if len(target_shape) != 3 or target_shape[0] != num_slices:
+            raise ValueError(
+                f"{path}: '{TARGET_KEY}' must be ({num_slices}, h, w) like the k-space slices; "
+                f"got {target_shape}"
+            )
+    has_mask = "mask" in hf and split_has_mask is not False
+    if split_has_mask and "mask" not in hf:
+        raise ValueError(f"{path}: split_has_mask=True but the file has no 'mask' dataset")
+    if has_mask and hf["mask"].size != width:
+        raise ValueError(f"{path}: 'mask' must have one entry per k-space column ({width}); got {hf['mask'].shape}")
+    header = None
+    if "ismrmrd_header" in hf:
+        raw = hf["ismrmrd_header"][()]
+        raw = raw.item() if isinstance(raw, np.ndarray) else raw
+        try:
+            header = parse_ismrmrd_header(raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    if header is None and target_shape is None:
+        raise ValueError(f"{path}: no 'ismrmrd_header' and no '{TARGET_KEY}' to size the image crop")
+    attrs = {k: _python_attr(v) for k, v in hf.attrs.items()}
+    crop = fastmri_crop_size((height, width), header["recon_size"] if header else None, target_shape)
+    return {
+        "num_slices": num_slices,
+        "shape": (height, width),
+        "has_target": has_target,
+        "has_mask": has_mask,
+        "header": header,
+        "crop_size": crop,
+        "attrs": attrs,
+    }
+
+
+def _h5_files(root_or_files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand a directory, a file or a list of files into a sorted list of paths."""
+    if isinstance(root_or_files, (str, os.PathLike)):
+        root = Path(root_or_files)
+        files = sorted(p for p in root.iterdir() if p.suffix == ".h5") if root.is_dir() else [root]
+    else:
+        files = [Path(p) for p in root_or_files]
+    if not files:
+        raise ValueError(f"no .h5 files found in {root_or_files}")
+    for f in files:
+        if not f.is_file():
+            raise ValueError(f"{f}: no such file")
+    return files
