@@ -1,0 +1,120 @@
+"""Classical, training-free reconstructions used as baselines in every table.
+
+- :func:`conjugate_gradient`: batched CG for symmetric positive (semi-)definite systems.
+- :func:`tikhonov`: ``argmin_x ||A x - y||^2 + lam ||R x||^2`` with ``R`` = identity or the
+  finite-difference gradient, solved by CG on the normal equations. It works for any
+  :class:`~learn2invert.operators.LinearOperator`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..operators.base import LinearOperator
+from ..operators.gradient import FiniteDifference
+
+
+def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product, shape (B, 1, ..., 1) so it broadcasts against a and b."""
+    dims = tuple(range(1, a.dim()))
+    return torch.sum(a * b, dim=dims, keepdim=True)
+
+
+def conjugate_gradient(
+    apply_matrix: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    iterations: int = 50,
+    tolerance: float = 1e-6,
+) -> torch.Tensor:
+    """Solve ``M x = b`` for each sample of a batch by conjugate gradients.
+
+    Args:
+        apply_matrix: ``x -> M x`` for a symmetric positive (semi-)definite ``M`` acting per sample.
+        b: right-hand side, shape (B, ...).
+        x0: initial guess, default zeros.
+        iterations: maximum number of CG iterations.
+        tolerance: stop once every sample has ``||r|| <= tolerance * ||b||``.
+
+    Returns:
+        x with the shape of b.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply_matrix(x)
+    p = r.clone()
+    rr = _batch_dot(r, r)
+    bb = _batch_dot(b, b).clamp_min(torch.finfo(b.dtype).tiny)
+    for _ in range(iterations):
+        if torch.all(rr <= tolerance**2 * bb):
+            break
+        mp = apply_matrix(p)
+        pmp = _batch_dot(p, mp)
+        # Samples that already converged have p = 0; guard their step against 0/0.
+        alpha = torch.where(pmp > 0, rr / pmp.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
+        x = x + alpha * p
+        r = r - alpha * mp
+        rr_new = _batch_dot(r, r)
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
+        p = r + beta * p
+        rr = rr_new
+    return x
+
+
+def normal_operator_norm(operator: LinearOperator, x_like: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
+    """Largest eigenvalue of ``A^T A`` (= ``||A||_2^2``) by power iteration on one random image.
+
+    ``x_like`` gives the image shape, dtype and device (its values are not used). Used to set
+    regularisation weights and step sizes relative to the operator's scale.
+    """
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(x_like[:1].shape, generator=g, dtype=x_like.dtype).to(x_like.device)
+    value = 0.0
+    for _ in range(iterations):
+        v = v / torch.linalg.vector_norm(v)
+        w = operator.A_adjoint_A(v)
+        value = float(torch.sum(v * w))
+        v = w
+    return value
+
+
+def tikhonov(
+    operator: LinearOperator,
+    y: torch.Tensor,
+    lam: float,
+    regulariser: str = "gradient",
+    x0: torch.Tensor | None = None,
+    iterations: int = 100,
+    tolerance: float = 1e-6,
+) -> torch.Tensor:
+    """Tikhonov-regularised least squares ``argmin_x ||A x - y||^2 + lam ||R x||^2``.
+
+    Args:
+        operator: the forward model.
+        y: measurements, the shape ``operator.A`` produces.
+        lam: regularisation weight (>= 0).
+        regulariser: ``"gradient"`` (smoothness, R = finite differences; needs image-shaped x of
+            rank 4 or 5) or ``"identity"`` (minimum-norm flavour, R = I).
+        x0: initial guess; default ``A^T y``.
+        iterations: CG iterations on the normal equations.
+        tolerance: CG stops once every sample's residual is below ``tolerance * ||A^T y||``.
+
+    Returns:
+        The estimate, shape of ``A^T y``.
+    """
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    if regulariser not in ("gradient", "identity"):
+        raise ValueError(f"regulariser must be 'gradient' or 'identity', got {regulariser!r}")
+    rhs = operator.A_adjoint(y)
+    if regulariser == "gradient":
+        grad = FiniteDifference()
+
+        def normal(x: torch.Tensor) -> torch.Tensor:
+            return operator.A_adjoint_A(x) + lam * grad.A_adjoint(grad.A(x))
+    else:
+
+        def normal(x: torch.Tensor) -> torch.Tensor:
+            return operator.A_adjoint_A(x) + lam * x
+
+    return conjugate_gradient(normal, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
