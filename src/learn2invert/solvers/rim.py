@@ -287,6 +287,9 @@ class RIM(nn.Module):
             ``"none"``. ``"strided"`` only (the MRI baseline has no normalisation).
         eps_init: initial value of ``eps = softplus(phi)`` added to ``sigma^2`` (paper eq. 15); the
             paper does not give one. ``phi`` is a trainable scalar parameter.
+        init: starting estimate when the call gives no ``x0``: ``"adjoint"`` (``A^T y``) or
+            ``"zeros"`` (better where ``A^T y`` is far off in scale, e.g. unnormalised random
+            projections, whose ``A^T A`` is about ``m`` times the identity).
 
     Call ``rim(y, operator, x0=None, steps=None, sigma=None)``: see :meth:`forward`.
     """
@@ -307,8 +310,12 @@ class RIM(nn.Module):
         kernel_size: int | None = None,
         norm: str | None = None,
         eps_init: float = 1e-2,
+        init: str = "adjoint",
     ) -> None:
         super().__init__()
+        if init not in ("adjoint", "zeros"):
+            raise ValueError(f"init must be 'adjoint' or 'zeros', got {init!r}")
+        self.init = init
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if dims not in (2, 3):
@@ -471,6 +478,8 @@ class RIM(nn.Module):
         steps = self.steps if steps is None else self._check_steps(steps)
         if x0 is None:
             x0 = operator.A_adjoint(y)
+            if self.init == "zeros":
+                x0 = torch.zeros_like(x0)
         self._check_image(x0)
         sigma2 = self._noise_variance(sigma, x0)
         eta = self._link.inverse(x0)

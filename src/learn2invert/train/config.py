@@ -1,0 +1,147 @@
+"""Experiment configuration: one YAML file, dotted ``--set`` overrides, checked before training.
+
+A config has the sections ``data``, ``operator``, ``solver``, ``loss``, ``train`` plus ``seed``.
+:data:`DEFAULTS` lists every key with its default; a key that is not there is refused, and so
+is a value of the wrong type, with a message naming the dotted key. Sections that hold keyword
+arguments for a constructor (``*.params``, ``train.optimizer``, ``train.schedule``) are free-form
+dicts: their keys are checked when the object is built.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# None means "no default; any type allowed" (checked by the builder that uses it).
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        "name": "natural_patches",  # natural_patches | brain_slices | brain_patches3d | ellipses | image_folder
+        "patch_size": 32,  # side of square patches / slices in pixels
+        "grey": True,
+        "train_length": 1024,  # training samples drawn per epoch
+        "val_length": 64,
+        "root": None,  # folder for on-disk data (image_folder)
+        "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
+        "params": {},  # extra keyword arguments for the dataset
+    },
+    "operator": {
+        "name": "denoising",  # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct
+        "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles)
+        "noise_sigma": 0.1,  # float, or [low, high] for a uniform draw per sample (measurement units)
+        "quantize": False,  # 8-bit quantisation after the noise (RIM paper, Table 2)
+        "mask": "random",  # MRI: random | equispaced | gaussian; inpainting: random (fraction kept) | hole
+        "acceleration": 4.0,  # MRI: float, or [low, high] for a random acceleration per sample
+        "center_fraction": 0.08,
+        "keep_fraction": 0.5,  # inpainting: fraction of pixels observed
+    },
+    "solver": {
+        "name": "rim",  # rim
+        "params": {},  # keyword arguments of the solver (steps, hidden, variant, link, memory, ...)
+    },
+    "loss": {
+        "name": "mse",  # mse | l1 | nmse | ssim
+        "weights": "all",  # all (equal weight on every iterate, as the RIM paper) | last
+    },
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "schedule": {"name": "none"},  # none | cosine | step (step_size, gamma)
+        "grad_clip": 0.0,  # max gradient norm; 0 disables
+        "device": "auto",  # auto | cpu | cuda
+        "val_batch_size": 16,
+        "log_every": 10,  # optimisation steps between TensorBoard scalars
+    },
+}
+
+FREE_FORM = {"data.params", "operator.params", "solver.params", "train.optimizer", "train.schedule"}
+
+
+class ConfigError(ValueError):
+    """A config is wrong; the message names the dotted key."""
+
+
+def _merge(base: dict, update: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"unknown config key '{dotted}' (known here: {known})")
+        if dotted in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
+            out[key] = {**base[key], **value} if dotted.startswith("train.") else dict(value)
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
+            out[key] = _merge(base[key], value, dotted + ".")
+        else:
+            out[key] = _check_type(dotted, base[key], value)
+    return out
+
+
+def _check_type(dotted: str, default: Any, value: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{dotted}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        # A range [low, high] is allowed where the default is a number that may be drawn per sample.
+        if isinstance(value, list) and dotted in ("operator.noise_sigma", "operator.acceleration"):
+            if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or value[0] > value[1]:
+                raise ConfigError(f"config key '{dotted}' must be a number or [low, high] with low <= high, got {value!r}")
+            return [float(v) for v in value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"config key '{dotted}' must be an integer, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
+    return value
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    return key.split("."), yaml.safe_load(raw) if raw else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a YAML config, apply ``key=value`` overrides and check it against :data:`DEFAULTS`.
+
+    Returns the fully resolved config (every default filled in).
+    """
+    user: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
+        user = loaded or {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = user
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return _merge(DEFAULTS, user)
+
+
+def dump_config(config: dict) -> str:
+    """The config as YAML text, keys in definition order."""
+    return yaml.safe_dump(config, sort_keys=False)

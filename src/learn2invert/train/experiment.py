@@ -1,0 +1,188 @@
+"""Build the parts of an experiment from a resolved config: data, measurements, solver, optimiser.
+
+A :class:`Measurement` turns a batch of ground-truth images into ``(y, operator, sigma)``.
+Operators whose physics is drawn per sample (MRI masks with random acceleration, inpainting
+masks) get a batched buffer, so one operator call serves the whole batch and the solver never
+knows the difference.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import operators
+from .config import ConfigError
+
+VALIDATION_SEED_OFFSET = 10_007  # validation crops/noise never coincide with training ones
+
+
+def _call(factory, params: dict, key: str, *args):
+    """Call ``factory(*args, **params)``; a wrong keyword becomes a ConfigError naming the config key."""
+    try:
+        inspect.signature(factory).bind(*args, **params)
+    except TypeError as err:
+        raise ConfigError(f"config key '{key}': {err} (for {getattr(factory, '__name__', factory)})") from err
+    return factory(*args, **params)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+def build_dataset(config: dict, split: str) -> Dataset:
+    """The dataset of ``split`` ("train", "val" or "test") named by ``config['data']``.
+
+    Items are ground-truth images ``(C, H, W)`` (or ``(C, D, H, W)`` for 3D data).
+    """
+    from .. import data
+
+    d = config["data"]
+    seed = config["seed"] + (VALIDATION_SEED_OFFSET if split == "val" else 0)
+    length = d["train_length"] if split == "train" else d["val_length"]
+    name, params = d["name"], dict(d["params"])
+    if name == "natural_patches":
+        # The natural set has a train/test split by image; validation crops come from the
+        # training images at other positions so the test images stay unseen until `l2i eval`.
+        source = "test" if split == "test" else "train"
+        return _call(data.NaturalPatches, {"split": source, "patch_size": d["patch_size"], "grey": d["grey"],
+                                          "length": length, "seed": seed, **params}, "data.params")
+    if name == "brain_slices":
+        return _call(data.BrainSlices, {"split": split, "size": d["patch_size"], "seed": seed, **params}, "data.params")
+    if name == "ellipses":
+        return _call(data.EllipsesDataset, {"size": d["patch_size"], "length": length, "seed": seed, "split": split,
+                                           **params}, "data.params")
+    if name == "image_folder":
+        if not d["root"]:
+            raise ConfigError("config key 'data.root' must name a folder for data.name=image_folder")
+        return _call(data.ImageFolder, {"root": d["root"], "grey": d["grey"], "patch_size": d["patch_size"],
+                                       "seed": seed, **params}, "data.params")
+    raise ConfigError(f"config key 'data.name': unknown dataset {name!r} "
+                      "(choose from natural_patches, brain_slices, ellipses, image_folder)")
+
+
+# ---------------------------------------------------------------------------------- measurement
+
+def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A float -> (batch,) constant; [low, high] -> (batch,) uniform draws."""
+    if isinstance(value, list):
+        low, high = value
+        return low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)
+    return torch.full((batch,), float(value), dtype=torch.float64)
+
+
+class Measurement:
+    """Simulates ``y = A x + n`` for a batch, drawing per-sample physics where the config asks.
+
+    Args:
+        config: the resolved config (its ``operator`` section is used).
+        image_shape: ``(C, H, W)`` or ``(C, D, H, W)`` of one ground-truth item.
+    """
+
+    OPERATORS = ("denoising", "gaussian_blur", "inpainting", "super_resolution", "random_projection", "mri", "ct")
+
+    def __init__(self, config: dict, image_shape: tuple[int, ...]):
+        self.cfg = config["operator"]
+        self.image_shape = tuple(image_shape)
+        name = self.cfg["name"]
+        if name not in self.OPERATORS:
+            raise ConfigError(f"config key 'operator.name': unknown operator {name!r} (choose from {', '.join(self.OPERATORS)})")
+        if name == "mri" and image_shape[0] != 2:
+            raise ConfigError(f"operator.name=mri needs complex images with 2 channels, the data gives shape {image_shape}")
+        if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
+            raise ConfigError(f"config key 'operator.mask' must be random, equispaced or gaussian for MRI, got {self.cfg['mask']!r}")
+        self.name = name
+        # Operators without per-sample randomness are built once.
+        self.fixed = None if name in ("mri", "inpainting") else self._fixed_operator(config["seed"])
+
+    def _fixed_operator(self, seed: int) -> operators.LinearOperator:
+        params = dict(self.cfg["params"])
+        key = "operator.params"
+        if self.name == "denoising":
+            return _call(operators.Denoising, params, key)
+        if self.name == "gaussian_blur":
+            return _call(operators.GaussianBlur, {"kernel_size": 9, "sigma": 2.0, **params}, key)
+        if self.name == "super_resolution":
+            return _call(operators.SuperResolution, {"factor": 2, **params}, key)
+        if self.name == "random_projection":
+            n = int(np.prod(self.image_shape))
+            reduction = params.pop("reduction", None)
+            if "m" not in params:
+                if reduction is None:
+                    raise ConfigError("operator.name=random_projection needs operator.params.m or operator.params.reduction")
+                params["m"] = int(round(n / float(reduction)))
+            return _call(operators.RandomProjection, {"n": n, "seed": seed, "image_shape": self.image_shape, **params}, key)
+        if self.name == "ct":
+            if self.image_shape[-1] != self.image_shape[-2]:
+                raise ConfigError(f"operator.name=ct needs square images, the data gives shape {self.image_shape}")
+            return _call(operators.ParallelBeamCT, {"image_size": self.image_shape[-1], "n_angles": 60, **params}, key)
+        raise AssertionError(self.name)
+
+    def _batched_operator(self, batch: int, generator: torch.Generator) -> operators.LinearOperator:
+        h, w = self.image_shape[-2:]
+        if self.name == "inpainting":
+            keep = self.cfg["keep_fraction"]
+            mask = torch.rand((batch, 1, h, w), generator=generator) < keep
+            return operators.Inpainting(mask)
+        # MRI: one mask per sample, acceleration fixed or drawn per sample.
+        accelerations = _uniform(self.cfg["acceleration"], batch, generator)
+        masks = []
+        for acc in accelerations.tolist():
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            if self.cfg["mask"] == "gaussian":
+                masks.append(operators.masks.gaussian_mask((h, w), acc, seed=seed).reshape(1, h, w))
+            else:
+                fn = operators.masks.random_mask if self.cfg["mask"] == "random" else operators.masks.equispaced_mask
+                masks.append(fn((w,), acc, self.cfg["center_fraction"], seed=seed).reshape(1, 1, w).expand(1, h, w))
+        mask = torch.stack(masks)  # (B, 1, H, W)
+        if len(self.image_shape) == 4:  # 3D volumes: the same 2D pattern on every slice
+            mask = mask.unsqueeze(2)
+        return operators.SingleCoilMRI(mask)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, operators.LinearOperator, torch.Tensor]:
+        """x: (B, *image_shape) -> (y, operator, sigma) with sigma of shape (B, 1, ..., 1)."""
+        batch = x.shape[0]
+        op = self.fixed if self.fixed is not None else self._batched_operator(batch, generator)
+        op = op.to(device=x.device, dtype=x.dtype)
+        clean = op.A(x)
+        sigma = _uniform(self.cfg["noise_sigma"], batch, generator).to(device=x.device, dtype=x.dtype)
+        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
+        y = clean + sigma.reshape(batch, *([1] * (clean.dim() - 1))) * noise
+        if self.cfg["quantize"]:
+            y = operators.quantize(y)
+        # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
+        # solver needs a positive sigma even for noise-free data.
+        return y, op, sigma.reshape(batch, *([1] * (x.dim() - 1))).clamp_min(1e-3)
+
+
+# ---------------------------------------------------------------------------------------- solver
+
+def build_solver(config: dict, image_shape: tuple[int, ...]) -> torch.nn.Module:
+    """The solver named by ``config['solver']`` for images of ``image_shape`` ((C, H, W) or (C, D, H, W))."""
+    s = config["solver"]
+    params = dict(s["params"])
+    if s["name"] == "rim":
+        from ..solvers.rim import RIM
+
+        return _call(RIM, {"channels": image_shape[0], "dims": len(image_shape) - 1, **params}, "solver.params")
+    raise ConfigError(f"config key 'solver.name': unknown solver {s['name']!r} (choose from rim)")
+
+
+def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    t = config["train"]
+    opt = dict(t["optimizer"])
+    name = opt.pop("name", "adam")
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    if name not in classes:
+        raise ConfigError(f"config key 'train.optimizer.name': unknown optimiser {name!r} (choose from {', '.join(classes)})")
+    optimizer = _call(classes[name], opt, "train.optimizer", model.parameters())
+    sched = dict(t["schedule"])
+    sname = sched.pop("name", "none")
+    if sname == "none":
+        return optimizer, None
+    if sname == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, t["epochs"]), **sched)
+    if sname == "step":
+        return optimizer, _call(torch.optim.lr_scheduler.StepLR, sched, "train.schedule", optimizer)
+    raise ConfigError(f"config key 'train.schedule.name': unknown schedule {sname!r} (choose from none, cosine, step)")

@@ -1,0 +1,63 @@
+"""Training losses on the list of iterates a solver returns.
+
+Each per-image loss maps (estimate, target) of shape (B, C, ...) to a scalar (batch mean).
+Complex images (2 channels) are compared as they are (real and imaginary parts), except SSIM,
+which is computed on magnitudes like the metrics. :func:`iterate_loss` weighs the iterates:
+``"all"`` gives each iterate the same weight (the RIM paper, eq. 6), ``"last"`` scores only the
+final one (the i-RIM paper).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..metrics import _ssim_slices
+from ..operators.fft import complex_abs
+
+
+def mse_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((estimate - target) ** 2)
+
+
+def l1_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((estimate - target).abs())
+
+
+def nmse_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``||x_hat - x||^2 / ||x||^2``."""
+    dims = tuple(range(1, target.dim()))
+    return torch.mean(((estimate - target) ** 2).sum(dims) / (target**2).sum(dims).clamp_min(1e-12))
+
+
+def ssim_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - SSIM`` (7x7 uniform window, data range = target max per sample), differentiable."""
+    if target.shape[1] == 2:
+        estimate, target = complex_abs(estimate), complex_abs(target)
+    b, h, w = target.shape[0], target.shape[-2], target.shape[-1]
+    data_range = target.reshape(b, -1).amax(dim=1).clamp_min(1e-12)
+    per_sample = target[0].numel() // (h * w)
+    values = _ssim_slices(estimate.reshape(-1, h, w), target.reshape(-1, h, w), data_range.repeat_interleave(per_sample))
+    return 1.0 - values.mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": mse_loss,
+    "l1": l1_loss,
+    "nmse": nmse_loss,
+    "ssim": ssim_loss,
+}
+
+
+def iterate_loss(iterates: list[torch.Tensor], target: torch.Tensor, name: str = "mse", weights: str = "all") -> torch.Tensor:
+    """Loss over a solver's iterates: the mean of the per-iterate losses (``"all"``) or the last one."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")
+    if weights not in ("all", "last"):
+        raise ValueError(f"loss weights must be 'all' or 'last', got {weights!r}")
+    if not iterates:
+        raise ValueError("the solver returned no iterates")
+    fn = LOSSES[name]
+    if weights == "last":
+        return fn(iterates[-1], target)
+    return torch.stack([fn(x, target) for x in iterates]).mean()

@@ -1,0 +1,119 @@
+"""The training engine: configs, a tiny real run, checkpoints, resume, divergence, evaluation, CLI."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from learn2invert.cli import main
+from learn2invert.solvers.rim import RIM
+from learn2invert.train import loop
+from learn2invert.train.checkpoint import load_model, save_model
+from learn2invert.train.config import ConfigError, load_config
+from learn2invert.train.evaluate import evaluate_run
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+TINY = (
+    "data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8",
+    "solver.params.steps=2", "solver.params.conv_channels=4", "solver.params.hidden_channels=4",
+)
+
+
+def test_config_defaults_overrides_and_errors(tmp_path):
+    config = load_config(SMOKE, ["train.epochs=5", "operator.noise_sigma=[0.1, 0.2]", "solver.params.steps=3"])
+    assert config["train"]["epochs"] == 5
+    assert config["operator"]["noise_sigma"] == [0.1, 0.2]
+    assert config["solver"]["params"]["steps"] == 3 and config["solver"]["params"]["hidden_channels"] == 16
+    assert config["train"]["optimizer"]["name"] == "adam"
+    with pytest.raises(ConfigError, match="'train.epoch'"):
+        load_config(SMOKE, ["train.epoch=5"])
+    with pytest.raises(ConfigError, match="'train.batch_size' must be an integer"):
+        load_config(SMOKE, ["train.batch_size=2.5"])
+    with pytest.raises(ConfigError, match="'data.grey' must be true or false"):
+        load_config(SMOKE, ["data.grey=3"])
+    with pytest.raises(ConfigError, match="low <= high"):
+        load_config(SMOKE, ["operator.noise_sigma=[0.3, 0.1]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_bad_constructor_arguments_name_the_config_key(tmp_path):
+    with pytest.raises(ConfigError, match="solver.params"):
+        loop.train(SMOKE, tmp_path / "a", overrides=TINY + ("solver.params.no_such_arg=1",), show_progress=False)
+    with pytest.raises(ConfigError, match="operator.name"):
+        loop.train(SMOKE, tmp_path / "b", overrides=TINY + ("operator.name=teleport",), show_progress=False)
+
+
+def test_train_writes_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    full = loop.train(SMOKE, tmp_path / "full", overrides=TINY + ("train.epochs=2",), show_progress=False)
+    assert [e["epoch"] for e in full["epochs"]] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in full["epochs"])
+    for name in ("config.yaml", "model.safetensors", "train_state.safetensors", "history.json"):
+        assert (tmp_path / "full" / name).is_file()
+    assert list((tmp_path / "full" / "tensorboard").iterdir())
+    # Stop after one epoch (as a killed run would), then resume to two.
+    loop.train(SMOKE, tmp_path / "cut", overrides=TINY + ("train.epochs=1",), show_progress=False)
+    resumed = loop.train(None, tmp_path / "cut", overrides=("train.epochs=2",), resume=True, show_progress=False)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError, match="already holds a run"):
+        loop.train(SMOKE, tmp_path / "full", overrides=TINY, show_progress=False)
+
+
+def test_save_load_gives_identical_outputs_and_rejects_corrupt_files(tmp_path):
+    torch.manual_seed(3)
+    model = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    save_model(model, tmp_path)
+    other = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    load_model(other, tmp_path)
+    from learn2invert.operators import Denoising
+
+    y = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(y, Denoising(), sigma=0.1)[-1], other(y, Denoising(), sigma=0.1)[-1])
+    (tmp_path / "model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_model(other, tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = loop.iterate_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 has 2 batches
+
+    monkeypatch.setattr(loop, "iterate_loss", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match="epoch 2, batch 1"):
+        loop.train(SMOKE, tmp_path, overrides=TINY + ("train.epochs=3",), show_progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history] == [1]
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_eval_writes_json_table_and_curve(tmp_path):
+    loop.train(SMOKE, tmp_path, overrides=TINY, show_progress=False)
+    result = evaluate_run(tmp_path, steps=4, length=4)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("psnr", "ssim", "nmse"):
+        assert set(saved[key]) >= {"mean", "std"}
+        assert len(saved[key]["per_sample"]) == 4
+    assert len(result["per_iterate"]["psnr"]) == 4
+    assert (tmp_path / "eval.md").read_text().count("|") > 10
+    assert (tmp_path / "eval_grid.png").stat().st_size > 1000
+    assert (tmp_path / "eval_psnr.png").stat().st_size > 1000
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    code = main(["train", str(SMOKE), "--out", str(tmp_path), "--set", "train.bogus=1"])
+    assert code == 2
+    assert "train.bogus" in capsys.readouterr().err
