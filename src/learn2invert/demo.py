@@ -67,8 +67,8 @@ def _build_tasks(size: int, seed: int) -> list[Task]:
         top, left = (h - size) // 2, (w - size) // 2
         return img[None, :, top : top + size, left : left + size].contiguous()
 
-    brain_test = BrainSlices(split="test", size=size, seed=seed)
-    brain_val = BrainSlices(split="val", size=size, seed=seed)
+    brain_test = BrainSlices(split="test", size=size, scale=0.7 * size / 128, seed=seed)
+    brain_val = BrainSlices(split="val", size=size, scale=0.7 * size / 128, seed=seed)
     rng = np.random.default_rng(seed)
     inpaint_mask = torch.from_numpy(rng.random((size, size)) < 0.5)
     mri_mask = operators.masks.random_mask((size,), acceleration=4, center_fraction=0.08, seed=seed)
