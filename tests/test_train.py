@@ -117,3 +117,11 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     code = main(["train", str(SMOKE), "--out", str(tmp_path), "--set", "train.bogus=1"])
     assert code == 2
     assert "train.bogus" in capsys.readouterr().err
+
+
+def test_ct_run_on_ellipses_trains_one_epoch(tmp_path):
+    result = loop.train(SMOKE, tmp_path, overrides=TINY + (
+        "data.name=ellipses", "data.patch_size=16", "operator.name=ct", "operator.params={n_angles: 8}",
+        "operator.noise_sigma=0.1", "solver.params.init=adjoint"), show_progress=False)
+    assert result["epochs"][0]["epoch"] == 1
+    assert torch.isfinite(torch.tensor(result["epochs"][0]["val_psnr"]))

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles)
         "noise_sigma": 0.1,  # float, or [low, high] for a uniform draw per sample (measurement units)
         "quantize": False,  # 8-bit quantisation after the noise (RIM paper, Table 2)
-        "mask": "random",  # MRI: random | equispaced | gaussian; inpainting: random (fraction kept) | hole
+        "mask": "random",  # MRI: random | equispaced | gaussian (inpainting always draws random pixel masks)
         "acceleration": 4.0,  # MRI: float, or [low, high] for a random acceleration per sample
         "center_fraction": 0.08,
         "keep_fraction": 0.5,  # inpainting: fraction of pixels observed

@@ -51,7 +51,9 @@ def build_dataset(config: dict, split: str) -> Dataset:
     if name == "brain_slices":
         return _call(data.BrainSlices, {"split": split, "size": d["patch_size"], "seed": seed, **params}, "data.params")
     if name == "ellipses":
-        return _call(data.EllipsesDataset, {"size": d["patch_size"], "length": length, "seed": seed, "split": split,
+        # The ellipses set names its splits as dival does.
+        ellipses_split = {"val": "validation"}.get(split, split)
+        return _call(data.EllipsesDataset, {"size": d["patch_size"], "length": length, "seed": seed, "split": ellipses_split,
                                            **params}, "data.params")
     if name == "image_folder":
         if not d["root"]:

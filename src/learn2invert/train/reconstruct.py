@@ -1,0 +1,379 @@
+"""``l2i reconstruct``: run a trained solver on a user's own file.
+
+Three kinds of input:
+
+- **a measured image** (PNG / JPEG / TIFF) for runs whose measurements are images (denoising,
+  Gaussian blur, super-resolution, where ``y`` is the low-resolution image): the file is ``y``;
+- **a clean image or a NIfTI volume with** ``simulate=True``: the run's measurement is simulated
+  (seeded), reconstructed and scored against the file, slice by slice for volumes;
+- **a fastMRI single-coil HDF5 file** for MRI runs: each slice's (undersampled) k-space is
+  reconstructed and the result is written like a fastMRI submission.
+
+Every mode writes the estimate to ``output`` and a side-by-side figure to
+``<output stem>_side_by_side.png``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..data.fastmri import FastMRISingleCoil, center_crop
+from ..data.image_folder import read_image
+from ..data.nifti import load_nifti, save_nifti
+from ..operators import SingleCoilMRI
+from ..operators.fft import complex_abs
+from .experiment import Measurement
+from .loop import load_solver, resolve_device
+from .validate import magnitude
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+FASTMRI_SUFFIXES = (".h5",)
+OUTPUT_SUFFIXES = {"image": (".png", ".npy"), "nifti": NIFTI_SUFFIXES + (".npy",), "fastmri": (".h5",)}
+# Operators whose measurement y is itself an image a user can hold in a file.
+IMAGE_MEASUREMENTS = ("denoising", "gaussian_blur", "super_resolution")
+# Operators built for one image size: the input must have exactly the run's image shape.
+SHAPE_BOUND = ("random_projection", "ct")
+
+
+@dataclass
+class Run:
+    """A trained run ready to reconstruct: the solver and what it was trained on."""
+
+    solver: torch.nn.Module
+    config: dict
+    image_shape: tuple[int, ...]  # (C, H, W) of one training image
+    device: torch.device
+
+    @property
+    def operator(self) -> str:
+        return self.config["operator"]["name"]
+
+
+def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path, simulate: bool = False,
+                seed: int = 0, axis: int = 2, device: str = "cpu") -> dict:
+    """Reconstruct ``input_path`` with the run in ``run_dir`` and write ``output`` plus a figure.
+
+    Args:
+        run_dir: a folder written by ``l2i train``.
+        input_path: an image (PNG / JPEG / TIFF), a NIfTI volume (``.nii``, ``.nii.gz``, with
+            ``simulate``) or a fastMRI single-coil ``.h5`` file (MRI runs).
+        output: ``.png`` or ``.npy`` for images, ``.nii`` / ``.nii.gz`` / ``.npy`` for volumes,
+            ``.h5`` for fastMRI files.
+        simulate: treat the input as the clean truth and simulate the run's measurement of it.
+        seed: seed of the simulated physics and noise.
+        axis: NIfTI volumes are reconstructed slice by slice along this voxel axis (0, 1, 2 of
+            the RAS+ volume; 2 = axial).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        ``{"output": path, "side_by_side": path}`` plus, when there is a truth to compare with,
+        ``"metrics": {"adjoint": {"psnr", "ssim"}, "estimate": {"psnr", "ssim"}}``.
+
+    Raises:
+        ValueError: naming the path for a missing run folder or input, an unsupported file
+            extension, or an input the run cannot reconstruct (wrong size, non-image measurement
+            without ``simulate``).
+    """
+    run_dir, input_path, output = Path(run_dir), Path(input_path), Path(output)
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} does not exist")
+    if not input_path.is_file():
+        raise ValueError(f"input file {input_path} does not exist")
+    kind = _file_kind(input_path)
+    if not output.name.lower().endswith(OUTPUT_SUFFIXES[kind]):
+        raise ValueError(f"unsupported output file {output} for a {kind} input: expected one of "
+                         f"{', '.join(OUTPUT_SUFFIXES[kind])}")
+    solver, config, _, image_shape = load_solver(run_dir, resolve_device(device))
+    run = Run(solver, config, image_shape, next(solver.parameters()).device)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fastmri":
+        if simulate:
+            raise ValueError(f"{input_path} is a fastMRI file, already a measurement: drop --simulate")
+        return reconstruct_fastmri(run, input_path, output)
+    if kind == "nifti":
+        if not simulate:
+            raise ValueError(f"{input_path}: a NIfTI volume is taken as the clean truth; pass --simulate")
+        return simulate_volume(run, input_path, output, seed, axis)
+    if simulate:
+        return simulate_image(run, input_path, output, seed)
+    return reconstruct_measured_image(run, input_path, output)
+
+
+# ------------------------------------------------------------------------------------ the modes
+
+def reconstruct_measured_image(run: Run, path: Path, output: Path) -> dict:
+    """The image file is the measurement ``y`` of an image-to-image operator; no truth, no scores."""
+    if run.operator not in IMAGE_MEASUREMENTS:
+        raise ValueError(
+            f"the run's operator {run.operator!r} does not measure images, so {path} cannot be its measurement; "
+            f"pass --simulate to treat {path} as the clean image and simulate the measurement "
+            f"(image measurements: {', '.join(IMAGE_MEASUREMENTS)})")
+    y = _read_image(path, run)[None]  # (1, C, h, w); for super-resolution the low-resolution image
+    operator = Measurement(run.config, run.image_shape).fixed  # these operators work at any size
+    estimate = _solve(run, y, operator, _config_sigma(run.config))
+    _save_image(output, estimate[0])
+    side = _side_by_side(output, [("input y", y[0]), ("estimate", estimate[0])], peak=1.0)
+    return {"output": str(output), "side_by_side": str(side)}
+
+
+def simulate_image(run: Run, path: Path, output: Path, seed: int) -> dict:
+    """The image file is the truth ``x``: simulate ``y``, reconstruct, score adjoint and estimate."""
+    x = _to_run_channels(_read_image(path, run), run)[None]  # (1, C, H, W)
+    generator = torch.Generator().manual_seed(seed)
+    adjoint, estimate = _simulate_and_solve(run, _measurement(run, tuple(x.shape[1:])), x, generator)
+    _save_image(output, estimate[0])
+    side = _side_by_side(output, _comparison_panels(adjoint[0], estimate[0], x[0]), peak=float(magnitude(x).max()))
+    data_range = run.config["data"]["data_range"]
+    scores = {name: _scores(magnitude(img), magnitude(x), data_range)
+              for name, img in (("adjoint", adjoint), ("estimate", estimate))}
+    return {"output": str(output), "side_by_side": str(side), "metrics": scores}
+
+
+def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int) -> dict:
+    """A NIfTI volume is the truth: simulate and reconstruct each slice along ``axis``.
+
+    The volume is divided by its peak magnitude (training images peak at about 1, and the noise
+    level is in those units); the saved estimate is scaled back to the file's units. Complex
+    estimates are saved as magnitudes.
+    """
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+    if run.image_shape[0] == 3:
+        raise ValueError(f"the run reconstructs RGB images; {path} is a volume of grey (or complex) slices")
+    volume, voxel_size = load_nifti(path)  # (C, X, Y, Z)
+    peak = float(volume.norm(dim=0).max())
+    if peak <= 0:
+        raise ValueError(f"{path}: the volume is all zeros")
+    slices = _to_run_channels(volume / peak, run).movedim(axis + 1, 0)  # (N, C, h, w)
+    measurement = _measurement(run, tuple(slices.shape[1:]))
+    generator = torch.Generator().manual_seed(seed)
+    adjoints, estimates = zip(*(_simulate_and_solve(run, measurement, s[None], generator) for s in slices))
+    adjoint, estimate = torch.cat(adjoints), torch.cat(estimates)  # (N, C, h, w)
+    if output.suffix.lower() == ".npy":
+        np.save(output, (estimate * peak).numpy())  # raw (N, C, h, w) slices in the file's units
+    else:
+        save_nifti(output, (magnitude(estimate)[:, 0] * peak).movedim(0, axis), voxel_size)
+    middle = len(slices) // 2
+    side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle]),
+                         peak=float(magnitude(slices[middle][None]).max()))
+
+    def as_volume(t: torch.Tensor) -> torch.Tensor:  # (N, C, h, w) -> (1, 1, N, h, w) magnitude volume
+        return magnitude(t).movedim(0, 1)[None]
+
+    scores = {name: _scores(as_volume(img), as_volume(slices), run.config["data"]["data_range"])
+              for name, img in (("adjoint", adjoint), ("estimate", estimate))}
+    return {"output": str(output), "side_by_side": str(side), "metrics": scores}
+
+
+def reconstruct_fastmri(run: Run, path: Path, output: Path) -> dict:
+    """Reconstruct every slice of a fastMRI single-coil file; write ``reconstruction`` (slices, h, w).
+
+    The mask is the file's ``mask`` when it has one, else the k-space columns that hold data.
+    Images are reconstructed at the k-space's full size (the RIM is convolutional), then centre
+    cropped to the recon size and reduced to magnitudes, as fastMRI's targets are. The k-space is
+    scaled so the zero-filled volume peaks at 1 (the training images' range) and the estimate is
+    scaled back, so ``reconstruction`` is in the file's units.
+    """
+    if run.operator != "mri":
+        raise ValueError(f"{path} is fastMRI k-space, but the run's operator is {run.operator!r}, not 'mri'")
+    items = list(FastMRISingleCoil(path))
+    zero_filled, estimate = _reconstruct_kspace_volume(run, items, path)
+    _save_fastmri(output, estimate)
+    middle = len(items) // 2
+    panels = [("zero-filled", zero_filled[middle][None]), ("estimate", estimate[middle][None])]
+    peak = float(estimate[middle].max())
+    result = {"output": str(output), "side_by_side": "", "slices": len(items)}
+    if all("target" in item for item in items):
+        target = torch.cat([item["target"] for item in items])  # (slices, h, w)
+        panels.append(("target", target[middle][None]))
+        peak = float(target[middle].max())
+        # fastMRI's volume metrics: the peak is the target volume's max.
+        result["metrics"] = {name: _scores(img[None, None], target[None, None], None)
+                             for name, img in (("adjoint", zero_filled), ("estimate", estimate))}
+    result["side_by_side"] = str(_side_by_side(output, panels, peak))
+    return result
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+def _file_kind(path: Path) -> str:
+    """``"image"``, ``"nifti"`` or ``"fastmri"`` from the file name; ValueError naming it otherwise."""
+    name = path.name.lower()
+    if name.endswith(IMAGE_SUFFIXES):
+        return "image"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(FASTMRI_SUFFIXES):
+        return "fastmri"
+    raise ValueError(f"unsupported input file {path}: expected one of "
+                     f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES + FASTMRI_SUFFIXES)}")
+
+
+def _config_sigma(config: dict) -> float:
+    """The config's noise level (the mean of a [low, high] range), floored like Measurement's."""
+    value = config["operator"]["noise_sigma"]
+    sigma = sum(value) / 2 if isinstance(value, list) else float(value)
+    return max(sigma, 1e-3)
+
+
+def _read_image(path: Path, run: Run) -> torch.Tensor:
+    """Image file -> (C, H, W) in [0, 1], grey or RGB as the run's images."""
+    return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3))
+
+
+def _to_run_channels(x: torch.Tensor, run: Run) -> torch.Tensor:
+    """``(C, ...)`` -> the run's channel count: grey -> complex with zero imaginary part for MRI runs."""
+    channels = run.image_shape[0]
+    if x.shape[0] == 1 and channels == 2:
+        x = torch.cat([x, torch.zeros_like(x)])
+    if x.shape[0] != channels:
+        raise ValueError(f"the run reconstructs images with {channels} channels (shape {run.image_shape}); "
+                         f"the input has {x.shape[0]} (shape {tuple(x.shape)})")
+    return x
+
+
+def _check_shape(run: Run, shape: tuple[int, ...]) -> None:
+    """Refuse an image ``(C, H, W)`` the run's operator cannot measure, naming both shapes."""
+    if run.operator in SHAPE_BOUND and shape != run.image_shape:
+        raise ValueError(f"operator {run.operator!r} is built for the run's image shape {run.image_shape}; "
+                         f"the input has shape {shape} (resize or crop it to {run.image_shape[-2:]})")
+    if run.operator == "super_resolution":
+        factor = Measurement(run.config, run.image_shape).fixed.factor
+        if shape[-1] % factor or shape[-2] % factor:
+            raise ValueError(f"super-resolution by {factor} needs a size divisible by {factor}; "
+                             f"the input has shape {shape}")
+
+
+def _measurement(run: Run, shape: tuple[int, ...]) -> Measurement:
+    """The run's measurement for images of ``shape`` (C, H, W), after :func:`_check_shape`."""
+    _check_shape(run, shape)
+    return Measurement(run.config, shape)  # masks and operators sized to this image
+
+
+def _simulate_and_solve(run: Run, measurement: Measurement, x: torch.Tensor,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truth ``(1, C, H, W)`` -> (adjoint ``A^T y``, estimate), both ``(1, C, H, W)`` on the CPU."""
+    y, operator, sigma = measurement(x.to(run.device), generator)
+    return operator.A_adjoint(y).cpu(), _solve(run, y, operator, sigma)
+
+
+@torch.no_grad()
+def _solve(run: Run, y: torch.Tensor, operator, sigma) -> torch.Tensor:
+    """The solver's last iterate for measurement ``y`` (batch of 1), on the CPU."""
+    operator = operator.to(run.device)
+    return run.solver(y.to(run.device), operator, sigma=sigma)[-1].cpu()
+
+
+def _scores(estimate: torch.Tensor, truth: torch.Tensor, data_range: float | None) -> dict[str, float]:
+    """PSNR and SSIM of real ``(1, C, H, W)`` images or ``(1, C, N, H, W)`` volumes (one peak per
+    volume, SSIM averaged over slices); ``data_range`` None takes the truth's max. SSIM is NaN
+    below its 7 x 7 window."""
+    too_small = min(truth.shape[-2:]) < 7
+    return {"psnr": metrics.psnr(estimate, truth, data_range),
+            "ssim": float("nan") if too_small else metrics.ssim(estimate, truth, data_range)}
+
+
+def _reconstruct_kspace_volume(run: Run, items: list[dict], path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """fastMRI slice items -> (zero-filled, estimate) magnitudes ``(slices, h, w)``, cropped."""
+    measured = [_masked_kspace(item) for item in items]  # [(y (1, 2, H, W), operator)]
+    adjoints = [op.A_adjoint(y) for y, op in measured]
+    scale = max(float(complex_abs(z).max()) for z in adjoints)
+    if scale <= 0:
+        raise ValueError(f"{path}: the k-space is all zeros")
+    sigma = _config_sigma(run.config)
+    estimates = [_solve(run, y / scale, op, sigma) * scale for y, op in measured]
+    crops = [item["crop_size"] for item in items]
+    zero_filled = torch.cat([_crop_magnitude(z, crop) for z, crop in zip(adjoints, crops)])[:, 0]
+    estimate = torch.cat([_crop_magnitude(e, crop) for e, crop in zip(estimates, crops)])[:, 0]
+    return zero_filled, estimate
+
+
+def _masked_kspace(item: dict) -> tuple[torch.Tensor, SingleCoilMRI]:
+    """A fastMRI item -> (measured k-space ``(1, 2, H, W)`` with +0 off the mask, its operator).
+
+    The mask is the file's ``(1, 1, W)`` mask when present, else the columns holding any data.
+    """
+    kspace = item["kspace"][None]
+    mask = item.get("mask")
+    if mask is None:
+        mask = (kspace != 0).any(dim=2, keepdim=True).any(dim=1, keepdim=True)[0]  # (1, 1, W)
+    operator = SingleCoilMRI(mask)
+    return torch.where(operator.mask, kspace, torch.zeros_like(kspace)), operator
+
+
+def _crop_magnitude(image: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """``(1, 2, H, W)`` complex image -> ``(1, 1, h, w)`` centre-cropped magnitude (fastMRI's way)."""
+    return complex_abs(center_crop(image, crop))
+
+
+def _save_fastmri(path: Path, reconstruction: torch.Tensor) -> None:
+    """Write ``(slices, h, w)`` float32 as dataset ``reconstruction``, like fastMRI submissions."""
+    import h5py
+
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("reconstruction", data=reconstruction.numpy().astype(np.float32))
+
+
+def _save_image(path: Path, image: torch.Tensor) -> None:
+    """``(C, H, W)`` estimate -> ``.npy`` (raw float values) or an 8-bit PNG of its magnitude in [0, 1]."""
+    if path.suffix.lower() == ".npy":
+        np.save(path, image.numpy())
+        return
+    from skimage.io import imsave
+
+    img = magnitude(image[None])[0].clamp(0, 1).numpy()  # (1 or 3, H, W)
+    pixels = np.round(255 * np.moveaxis(img, 0, -1)).astype(np.uint8)
+    imsave(path, pixels[..., 0] if pixels.shape[-1] == 1 else pixels, check_contrast=False)
+
+
+def _comparison_panels(adjoint: torch.Tensor, estimate: torch.Tensor,
+                       truth: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Adjoint / estimate / truth / |error| panels from ``(C, H, W)`` images."""
+    error = (magnitude(estimate[None]) - magnitude(truth[None]))[0].abs().mean(dim=0, keepdim=True)
+    return [("adjoint A^T y", adjoint), ("estimate", estimate), ("truth", truth), ("|estimate - truth|", error)]
+
+
+def side_by_side_path(output: Path) -> Path:
+    """``dir/name.ext`` -> ``dir/name_side_by_side.png`` (``.nii.gz`` counts as one extension)."""
+    stem = output.name[: -len(".nii.gz")] if output.name.lower().endswith(".nii.gz") else output.stem
+    return output.with_name(f"{stem}_side_by_side.png")
+
+
+def _side_by_side(output: Path, panels: list[tuple[str, torch.Tensor]], peak: float) -> Path:
+    """Draw ``(title, (C, H, W) image)`` panels in a row beside ``output``.
+
+    Grey images share the scale ``[0, peak]`` (the truth's peak, so a wild adjoint saturates
+    rather than darkening the rest); an error panel (title starting with "|") gets a magma scale
+    up to 20 % of ``peak``; RGB images are shown clipped to [0, 1].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(title, magnitude(img[None])[0]) for title, img in panels]
+    peak = peak if peak > 0 else 1.0
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.5 * len(shown), 2.8), squeeze=False)
+    for ax, (title, img) in zip(axes[0], shown):
+        if img.shape[0] == 3:
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+        elif title.startswith("|"):
+            ax.imshow(img[0].numpy(), cmap="magma", vmin=0, vmax=0.2 * peak)
+        else:
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=peak)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    path = side_by_side_path(output)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["reconstruct", "reconstruct_measured_image", "simulate_image", "simulate_volume", "reconstruct_fastmri",
+           "side_by_side_path"]

@@ -1,0 +1,161 @@
+"""``l2i reconstruct``: a user's own file through a tiny trained run (measured image, --simulate, fastMRI)."""
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from skimage.io import imsave
+
+from learn2invert.cli import main
+from learn2invert.data import load_nifti, save_nifti
+from learn2invert.data.image_folder import read_image
+from learn2invert.operators import Denoising
+from learn2invert.train import loop
+from learn2invert.train.reconstruct import reconstruct
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+TINY = (
+    "data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8",
+    "solver.params.steps=2", "solver.params.conv_channels=4", "solver.params.hidden_channels=4",
+)
+
+
+def _train(tmp_path_factory, name: str, *overrides: str) -> Path:
+    run_dir = tmp_path_factory.mktemp(name)
+    loop.train(SMOKE, run_dir, overrides=TINY + overrides, show_progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def denoising_run(tmp_path_factory):
+    return _train(tmp_path_factory, "denoising", "operator.name=denoising", "operator.params={}")
+
+
+@pytest.fixture(scope="module")
+def projection_run(tmp_path_factory):  # the smoke config: Gaussian random projections of 8 x 8 patches
+    return _train(tmp_path_factory, "projection")
+
+
+@pytest.fixture(scope="module")
+def mri_run(tmp_path_factory):
+    return _train(tmp_path_factory, "mri", "data.name=brain_slices", "data.patch_size=32", "operator.name=mri",
+                  "operator.noise_sigma=0.01")
+
+
+def _write_png(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    imsave(path, pixels, check_contrast=False)
+    return path
+
+
+def test_denoising_run_reconstructs_a_noisy_png(denoising_run, tmp_path):
+    noisy = _write_png(tmp_path / "noisy.png", 20, 13)  # any size: the RIM is convolutional
+    result = reconstruct(denoising_run, noisy, tmp_path / "out" / "clean.png")
+    assert result["output"] == str(tmp_path / "out" / "clean.png")
+    assert read_image(tmp_path / "out" / "clean.png").shape == (1, 20, 13)
+    side = tmp_path / "out" / "clean_side_by_side.png"
+    assert result["side_by_side"] == str(side) and side.stat().st_size > 1000
+    # .npy keeps the raw float estimate: the solver's last iterate at the config's sigma.
+    reconstruct(denoising_run, noisy, tmp_path / "clean.npy")
+    raw = np.load(tmp_path / "clean.npy")
+    solver, config, _, _ = loop.load_solver(denoising_run)
+    y = torch.from_numpy(read_image(noisy))[None]
+    with torch.no_grad():
+        expected = solver(y, Denoising(), sigma=config["operator"]["noise_sigma"])[-1][0]
+    np.testing.assert_allclose(raw, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_simulate_png_with_random_projections_reports_scores(projection_run, tmp_path):
+    clean = _write_png(tmp_path / "clean.png", 8, 8)
+    result = reconstruct(projection_run, clean, tmp_path / "estimate.png", simulate=True, seed=3)
+    for name in ("adjoint", "estimate"):
+        assert math.isfinite(result["metrics"][name]["psnr"]) and math.isfinite(result["metrics"][name]["ssim"])
+    assert read_image(tmp_path / "estimate.png").shape == (1, 8, 8)
+    assert (tmp_path / "estimate_side_by_side.png").stat().st_size > 1000
+    again = reconstruct(projection_run, clean, tmp_path / "again.png", simulate=True, seed=3)
+    assert again["metrics"] == result["metrics"]  # the seed fixes the simulated noise
+
+
+def test_wrong_size_or_non_image_measurement_is_refused(projection_run, tmp_path):
+    image = _write_png(tmp_path / "big.png", 12, 10)
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\).*\(1, 12, 10\)"):
+        reconstruct(projection_run, image, tmp_path / "out.png", simulate=True)
+    with pytest.raises(ValueError, match="--simulate"):
+        reconstruct(projection_run, image, tmp_path / "out.png")
+    with pytest.raises(ValueError, match="out.jpg"):
+        reconstruct(projection_run, image, tmp_path / "out.jpg", simulate=True)
+
+
+def test_super_resolution_takes_the_low_resolution_image(tmp_path_factory, tmp_path):
+    run = _train(tmp_path_factory, "sr", "operator.name=super_resolution", "operator.params={factor: 2}",
+                 "operator.noise_sigma=0.01")
+    low = _write_png(tmp_path / "low.png", 6, 5)
+    reconstruct(run, low, tmp_path / "high.png")
+    assert read_image(tmp_path / "high.png").shape == (1, 12, 10)
+    with pytest.raises(ValueError, match=r"divisible by 2.*\(1, 9, 8\)"):
+        reconstruct(run, _write_png(tmp_path / "odd.png", 9, 8), tmp_path / "x.png", simulate=True)
+
+
+# A tiny fastMRI single-coil file, laid out as in tests/test_data_mri.py.
+H, W, SLICES, RECON = 24, 17, 3, (12, 10)
+HEADER = f"""<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+  <encodedSpace><matrixSize><x>{H}</x><y>{W}</y><z>1</z></matrixSize></encodedSpace>
+  <reconSpace><matrixSize><x>{RECON[0]}</x><y>{RECON[1]}</y><z>1</z></matrixSize></reconSpace>
+</encoding></ismrmrdHeader>
+"""
+
+
+def _write_fastmri(path: Path, mask: np.ndarray | None = None, target: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((SLICES, H, W)) + 1j * rng.standard_normal((SLICES, H, W))).astype(np.complex64)
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("kspace", data=kspace * (mask if mask is not None else 1))
+        hf.create_dataset("ismrmrd_header", data=HEADER.encode())
+        if mask is not None:
+            hf.create_dataset("mask", data=mask)
+        if target:
+            hf.create_dataset("reconstruction_esc", data=rng.random((SLICES, *RECON), dtype=np.float32))
+    return path
+
+
+def test_mri_run_reconstructs_a_fastmri_file(mri_run, tmp_path):
+    mask = np.zeros(W, dtype=bool)
+    mask[::3] = True
+    mask[W // 2 - 1 : W // 2 + 2] = True
+    for name, kwargs in (("test", {"mask": mask, "target": False}), ("val", {})):
+        source = _write_fastmri(tmp_path / f"{name}.h5", **kwargs)
+        result = reconstruct(mri_run, source, tmp_path / f"{name}_recon.h5")
+        with h5py.File(tmp_path / f"{name}_recon.h5", "r") as hf:
+            recon = hf["reconstruction"][()]
+        assert recon.shape == (SLICES, *RECON) and recon.dtype == np.float32
+        assert np.all(np.isfinite(recon)) and recon.min() >= 0  # magnitudes
+        assert (tmp_path / f"{name}_recon_side_by_side.png").stat().st_size > 1000
+    assert set(result["metrics"]) == {"adjoint", "estimate"}  # the val file has a target to score against
+
+
+def test_mri_run_simulates_a_nifti_volume(mri_run, tmp_path):
+    volume = torch.rand(1, 10, 9, 3, generator=torch.Generator().manual_seed(0)) * 100  # any units
+    save_nifti(tmp_path / "vol.nii.gz", volume, (1.0, 1.5, 3.0))
+    result = reconstruct(mri_run, tmp_path / "vol.nii.gz", tmp_path / "est.nii.gz", simulate=True)
+    estimate, voxel_size = load_nifti(tmp_path / "est.nii.gz")
+    assert estimate.shape == (1, 10, 9, 3) and voxel_size == pytest.approx((1.0, 1.5, 3.0))
+    assert math.isfinite(result["metrics"]["estimate"]["psnr"])
+    assert (tmp_path / "est_side_by_side.png").is_file()
+
+
+def test_cli_reconstructs_and_reports_errors(denoising_run, tmp_path, capsys):
+    noisy = _write_png(tmp_path / "noisy.png", 9, 11)
+    assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "out.png")]) == 0
+    assert "out_side_by_side.png" in capsys.readouterr().out
+    assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "sim.png"), "--simulate"]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    missing = tmp_path / "no_such_run"
+    assert main(["reconstruct", str(missing), str(noisy), str(tmp_path / "out.png")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    gif = tmp_path / "noisy.gif"
+    gif.write_bytes(noisy.read_bytes())
+    assert main(["reconstruct", str(denoising_run), str(gif), str(tmp_path / "out.png")]) == 2
+    assert f"unsupported input file {gif}" in capsys.readouterr().err
