@@ -48,6 +48,20 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = {
+    "memory": ("learn2invert.bench.memory", "training memory vs depth for RIM and i-RIM (JSON, Markdown, plot)"),
+    "speed": ("learn2invert.bench.speed", "training steps/s and inference time per slice for RIM, i-RIM, U-Net"),
+    "operators": ("learn2invert.bench.operator_speed", "forward/adjoint time of every operator"),
+}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
+    return module.main(args.rest) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2i", description="learn2invert: learned iterative solvers of inverse problems")
     parser.add_argument("--version", action="version", version=f"learn2invert {__version__}")
@@ -89,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NIfTI volumes: reconstruct the slices along this axis (default: 2, axial)")
     rc.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the solver runs (default: cpu)")
     rc.set_defaults(func=_cmd_reconstruct)
+
+    be = sub.add_parser("bench", help="measure memory, speed or operators; each writes JSON + Markdown (+ a plot)",
+                        description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    be.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    be.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see l2i bench NAME --help)")
+    be.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -38,12 +38,13 @@ DEFAULTS: dict[str, Any] = {
         "keep_fraction": 0.5,  # inpainting: fraction of pixels observed
     },
     "solver": {
-        "name": "rim",  # rim
+        "name": "rim",  # rim | irim | unet
         "params": {},  # keyword arguments of the solver (steps, hidden, variant, link, memory, ...)
     },
     "loss": {
         "name": "mse",  # mse | l1 | nmse | ssim
         "weights": "all",  # all (equal weight on every iterate, as the RIM paper) | last
+        "subsample": 0.0,  # fraction of pixels scored per step (i-RIM paper: 0.01); 0 = all pixels
     },
     "train": {
         "epochs": 1,

@@ -164,11 +164,29 @@ def build_solver(config: dict, image_shape: tuple[int, ...]) -> torch.nn.Module:
     """The solver named by ``config['solver']`` for images of ``image_shape`` ((C, H, W) or (C, D, H, W))."""
     s = config["solver"]
     params = dict(s["params"])
-    if s["name"] == "rim":
-        from ..solvers.rim import RIM
+    dims = {"channels": image_shape[0], "dims": len(image_shape) - 1}
+    if s["name"] not in SOLVERS:
+        raise ConfigError(f"config key 'solver.name': unknown solver {s['name']!r} (choose from {', '.join(SOLVERS)})")
+    return _call(SOLVERS[s["name"]](), {**dims, **params}, "solver.params")
 
-        return _call(RIM, {"channels": image_shape[0], "dims": len(image_shape) - 1, **params}, "solver.params")
-    raise ConfigError(f"config key 'solver.name': unknown solver {s['name']!r} (choose from rim)")
+
+def _rim():
+    from ..solvers.rim import RIM
+    return RIM
+
+
+def _irim():
+    from ..solvers.irim import IRIM
+    return IRIM
+
+
+def _unet():
+    from ..solvers.unet import UNet
+    return UNet
+
+
+# Registry names are the ones `l2i bench memory` writes in its records.
+SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet}
 
 
 def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:

@@ -107,7 +107,7 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
             x = x.to(device)
             y, op, sigma = measurement(x, generator)
             iterates = solver(y, op, sigma=sigma)
-            loss = iterate_loss(iterates, x, loss_cfg["name"], loss_cfg["weights"])
+            loss = iterate_loss(iterates, x, loss_cfg["name"], loss_cfg["weights"], loss_cfg["subsample"], generator)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1} (global step {global_step + 1}); "

@@ -49,8 +49,28 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def iterate_loss(iterates: list[torch.Tensor], target: torch.Tensor, name: str = "mse", weights: str = "all") -> torch.Tensor:
-    """Loss over a solver's iterates: the mean of the per-iterate losses (``"all"``) or the last one."""
+def pixel_subsample_mask(target: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random 0/1 mask ``(B, 1, *S)`` keeping each pixel with probability ``fraction`` (i-RIM paper, eq. 18).
+
+    The same mask multiplies estimate and target, so only the kept pixels are scored: gradient
+    noise that regularises training on large images. At least one pixel per sample is kept.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"loss subsample fraction must be in (0, 1], got {fraction}")
+    shape = (target.shape[0], 1, *target.shape[2:])
+    mask = (torch.rand(shape, generator=generator) < fraction).to(target.device)  # drawn on the CPU generator
+    flat = mask.reshape(target.shape[0], -1)
+    flat[flat.sum(1) == 0, 0] = True
+    return mask.to(target.dtype)
+
+
+def iterate_loss(iterates: list[torch.Tensor], target: torch.Tensor, name: str = "mse", weights: str = "all",
+                 subsample: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Loss over a solver's iterates: the mean of the per-iterate losses (``"all"``) or the last one.
+
+    ``subsample`` > 0 scores a random fraction of the pixels (one mask per call, shared by all
+    iterates); not with SSIM, whose windows need whole images.
+    """
     if name not in LOSSES:
         raise ValueError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")
     if weights not in ("all", "last"):
@@ -58,6 +78,12 @@ def iterate_loss(iterates: list[torch.Tensor], target: torch.Tensor, name: str =
     if not iterates:
         raise ValueError("the solver returned no iterates")
     fn = LOSSES[name]
+    if subsample:
+        if name == "ssim":
+            raise ValueError("loss.subsample does not apply to the SSIM loss")
+        mask = pixel_subsample_mask(target, subsample, generator)
+        target = target * mask
+        iterates = [x * mask for x in iterates]
     if weights == "last":
         return fn(iterates[-1], target)
     return torch.stack([fn(x, target) for x in iterates]).mean()

@@ -1,0 +1,121 @@
+"""The i-RIM solver: iterates, invertible training equal to autograd, memory, errors, and its benchmark."""
+import json
+
+import pytest
+import torch
+
+from learn2invert import operators
+from learn2invert.bench import memory as memory_bench
+from learn2invert.solvers.irim import IRIM
+
+
+def _mri_problem(shape, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    b, n = shape[0], shape[-1]
+    mask = operators.masks.random_mask((n,), 4.0, 0.25, seed=seed).to(dtype)
+    mask = mask.reshape(1, 1, *([1] * (len(shape) - 3)), n).expand(b, 1, *shape[2:]).contiguous()
+    op = operators.SingleCoilMRI(mask).to(dtype=dtype)
+    x = torch.randn(shape, dtype=dtype)
+    return op.A(x), op, x
+
+
+def _tiny(dims=2, **kw):
+    args = dict(channels=2, dims=dims, steps=2, state_channels=6, hidden_channels=6, downsampling=(1, 2))
+    return IRIM(**{**args, **kw})
+
+
+def _loss_and_grads(model, y, op, x):
+    model.zero_grad(set_to_none=True)
+    est = model(y, op, sigma=0.05)[-1]
+    loss = torch.mean((est - x) ** 2)
+    loss.backward()
+    return est.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 2, 8, 8)), (3, (1, 2, 3, 8, 8))])
+def test_invertible_training_gives_autograd_outputs_and_gradients(dims, shape):
+    y, op, x = _mri_problem(shape)
+    model = _tiny(dims).double()
+    model.memory = "autograd"
+    est_a, grads_a = _loss_and_grads(model, y, op, x)
+    model.memory = "invertible"
+    est_i, grads_i = _loss_and_grads(model, y, op, x)
+    torch.testing.assert_close(est_i, est_a, rtol=0, atol=1e-12)
+    for ga, gi in zip(grads_a, grads_i):
+        assert float((ga - gi).norm() / ga.norm().clamp_min(1e-30)) < 1e-5
+    assert all(g.abs().sum() > 0 for g in grads_i)  # every parameter, phi included, is trained
+
+
+def test_iterates_returned_per_mode():
+    y, op, _ = _mri_problem((1, 2, 8, 8), torch.float32)
+    model = _tiny(steps=3)
+    with torch.no_grad():
+        iterates = model(y, op, sigma=0.05)
+    assert len(iterates) == 3 and all(it.shape == (1, 2, 8, 8) for it in iterates)
+    assert len(model(y, op, sigma=0.05)) == 1  # invertible training keeps only the last estimate
+    model.memory = "autograd"
+    assert len(model(y, op, sigma=0.05)) == 3
+    with torch.no_grad():
+        assert len(model(y, op, sigma=0.05, steps=2)) == 2
+
+
+def test_saved_bytes_do_not_grow_with_steps():
+    y, op, x = _mri_problem((1, 2, 16, 16), torch.float32)
+
+    def saved(steps, mode):
+        model = _tiny(steps=steps, memory=mode)
+        return memory_bench.saved_tensor_bytes(lambda: torch.mean((model(y, op, sigma=0.05)[-1] - x) ** 2),
+                                               model.parameters())
+
+    assert saved(1, "invertible") == saved(6, "invertible")
+    assert saved(6, "autograd") > 4 * saved(1, "autograd")
+
+
+def test_bad_input_raises_clear_errors():
+    y, op, _ = _mri_problem((1, 2, 9, 9), torch.float32)
+    with pytest.raises(ValueError, match="divisible"):
+        _tiny()(y, op)
+    y, op, _ = _mri_problem((1, 2, 8, 8), torch.float32)
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 2\]"):
+        _tiny()(y, op, steps=3)
+    with pytest.raises(ValueError, match="state_channels"):
+        IRIM(channels=2, state_channels=3)
+    with pytest.raises(ValueError, match="memory"):
+        IRIM(memory="checkpoint")
+    with pytest.raises(ValueError, match="channels=1"):
+        _tiny(channels=1, state_channels=4)(y, op)
+    with pytest.raises(ValueError, match="sigma"):
+        _tiny()(y, op, sigma=0.0)
+
+
+def test_a_few_adam_steps_reduce_the_loss():
+    y, op, x = _mri_problem((2, 2, 16, 16), torch.float32, seed=3)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # smooth targets: there is something to learn
+    y = op.A(x)
+    model = _tiny(steps=2, state_channels=8, hidden_channels=8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = torch.mean((model(y, op, sigma=0.05)[-1] - x) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_memory_bench_measures_one_record_in_a_subprocess():
+    spec = {"model": "irim", "memory_mode": "invertible", "dims": 2, "steps": 1, "layers": 3, "image_size": 16,
+            "batch": 1, "depth": 1, "state_channels": 8, "hidden_channels": 8, "threads": 1}
+    (record,) = memory_bench.run_grid([spec], show_progress=False)
+    assert set(record) == set(memory_bench.FIELDS)
+    assert record["layers"] == 3 and record["image_size"] == [16, 16]
+    # Only the final machine state (8 channels) and the loss's residual (2 channels), float32.
+    assert record["saved_bytes"] == (8 + 2) * 16 * 16 * 4
+    assert record["peak_bytes"] > 0 and record["step_seconds"] > 0
+    json.dumps(record)
+
+
+def test_fanned_pattern():
+    assert memory_bench._fanned(5) == (1, 2, 4, 2, 1)
+    assert len(memory_bench._fanned(50)) == 50 and max(memory_bench._fanned(50)) == 4
