@@ -194,3 +194,16 @@ def test_saved_bytes_do_not_grow_with_depth_in_invertible_mode():
 
     assert saved(2, True) == saved(16, True) == x.numel() * 4  # only the output is kept
     assert saved(16, False) > 6 * saved(2, False)
+
+
+def test_each_parameter_gradient_hook_fires_once():
+    """What DistributedDataParallel relies on: one accumulation per parameter per backward."""
+    torch.manual_seed(9)
+    layers = [IRIMLayer(4, 4, 2) for _ in range(3)]
+    fired = {}
+    for layer in layers:
+        for p in layer.parameters():
+            p.register_post_accumulate_grad_hook(lambda t: fired.__setitem__(id(t), fired.get(id(t), 0) + 1))
+    invertible_sequence(layers, torch.randn(1, 4, 8, 8)).square().sum().backward()
+    assert len(fired) == sum(1 for layer in layers for _ in layer.parameters())
+    assert set(fired.values()) == {1}

@@ -16,9 +16,14 @@ A layer takes part by implementing the :class:`InvertibleLayer` protocol:
   single evaluation of the coupling function serves both the inversion and the local backward;
 - ``trainable_parameters() -> list[Tensor]``.
 
-Parameter gradients are *returned* from the autograd function rather than accumulated by hand
-into ``.grad``, so autograd delivers them: hooks (DistributedDataParallel's bucketing,
-gradient clipping, parameters used elsewhere in the graph) see ordinary gradients.
+Parameter gradients are handed to autograd layer by layer during the backward pass (a
+re-entrant ``torch.autograd.backward`` on the parameters, as reentrant checkpointing does):
+they are accumulated into ``.grad`` and fire the usual hooks (DistributedDataParallel's
+bucketing among them), and no more than one layer's gradients exist outside ``.grad`` at a
+time, so peak memory does not grow with the number of parameters either. Consequences: train
+with ``loss.backward()``; ``torch.autograd.grad(loss, parameters)`` does not see these
+parameters (their gradients go to ``.grad``); a parameter shared by several layers receives one
+accumulation per layer.
 
 Layers may hold per-call context (a measurement ``y`` and its operator, for instance) as plain
 attributes of small objects built for that call; nothing is captured globally, so the engine
@@ -118,27 +123,11 @@ class AdditiveCoupling(InvertibleModule):
         return x, torch.cat([grad_x1, g2], dim=1), grads[1:]
 
 
-def _unique_parameters(layers: Sequence[InvertibleLayer]) -> tuple[list[torch.Tensor], list[list[int]]]:
-    """All trainable parameters once each, and for each layer the indices of its parameters in that list."""
-    flat: list[torch.Tensor] = []
-    index: dict[int, int] = {}
-    per_layer = []
-    for layer in layers:
-        ids = []
-        for p in layer.trainable_parameters():
-            if id(p) not in index:
-                index[id(p)] = len(flat)
-                flat.append(p)
-            ids.append(index[id(p)])
-        per_layer.append(ids)
-    return flat, per_layer
-
-
 class _InvertibleSequence(torch.autograd.Function):
     """Forward without a graph, backward by layer-wise inversion (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, x, layers, per_layer, anchor_every, *params):
+    def forward(ctx, x, grad_anchor, layers, anchor_every):
         anchors = {}
         with torch.no_grad():
             h = x
@@ -148,7 +137,7 @@ class _InvertibleSequence(torch.autograd.Function):
                 h = layer.forward(h)
         if h is x:  # an empty stack: autograd needs a distinct output
             h = x.clone()
-        ctx.layers, ctx.per_layer, ctx.anchors, ctx.n_params = layers, per_layer, anchors, len(params)
+        ctx.layers, ctx.anchors = layers, anchors
         ctx.save_for_backward(h)
         return h
 
@@ -156,16 +145,19 @@ class _InvertibleSequence(torch.autograd.Function):
     def backward(ctx, grad_y):
         (h,) = ctx.saved_tensors
         h = h.detach()
-        param_grads: list = [None] * ctx.n_params
         grad = grad_y
         for i in range(len(ctx.layers) - 1, -1, -1):
-            h, grad, grads = ctx.layers[i].reverse(h, grad)
-            for j, g in zip(ctx.per_layer[i], grads):
-                if g is not None:
-                    param_grads[j] = g if param_grads[j] is None else param_grads[j] + g
+            layer = ctx.layers[i]
+            h, grad, grads = layer.reverse(h, grad)
+            pairs = [(p, g) for p, g in zip(layer.trainable_parameters(), grads) if g is not None]
+            if pairs:
+                # Hand this layer's parameter gradients to autograd now (a re-entrant backward on the
+                # leaves, as reentrant checkpointing does): they are accumulated into .grad, with
+                # every gradient hook firing, and freed before the next layer is reversed.
+                torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
             h = ctx.anchors.get(i, h)  # restart from the stored activation, dropping accumulated drift
         ctx.layers = ctx.anchors = None  # free the references held by the graph
-        return (grad, None, None, None, *param_grads)
+        return grad, None, None, None
 
 
 def invertible_sequence(layers: Sequence[InvertibleLayer], x: torch.Tensor, anchor_every: int = 0) -> torch.Tensor:
@@ -186,13 +178,16 @@ def invertible_sequence(layers: Sequence[InvertibleLayer], x: torch.Tensor, anch
     for layer in layers:
         if not isinstance(layer, InvertibleLayer):
             raise TypeError(f"{type(layer).__name__} does not implement forward/inverse/reverse/trainable_parameters")
-    params, per_layer = _unique_parameters(layers)
-    if not torch.is_grad_enabled() or not (x.requires_grad or params):
+    trainable = any(layer.trainable_parameters() for layer in layers)
+    if not torch.is_grad_enabled() or not (x.requires_grad or trainable):
         with torch.no_grad():
             for layer in layers:
                 x = layer.forward(x)
         return x
-    return _InvertibleSequence.apply(x, list(layers), per_layer, anchor_every, *params)
+    # The parameters are not inputs of the autograd function (their gradients are delivered layer
+    # by layer in backward); this empty tensor makes the output require a gradient regardless.
+    grad_anchor = torch.empty(0, device=x.device, requires_grad=True)
+    return _InvertibleSequence.apply(x, grad_anchor, list(layers), anchor_every)
 
 
 __all__ = ["InvertibleLayer", "InvertibleModule", "AdditiveCoupling", "invertible_sequence", "local_backward"]
