@@ -52,6 +52,7 @@ BENCHMARKS = {
     "memory": ("learn2invert.bench.memory", "training memory vs depth for RIM and i-RIM (JSON, Markdown, plot)"),
     "speed": ("learn2invert.bench.speed", "training steps/s and inference time per slice for RIM, i-RIM, U-Net"),
     "operators": ("learn2invert.bench.operator_speed", "forward/adjoint time of every operator"),
+    "compare": ("learn2invert.bench.compare", "trained runs vs zero-filled/adjoint, FBP and TV on the same test data"),
 }
 
 
