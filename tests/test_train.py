@@ -125,3 +125,11 @@ def test_ct_run_on_ellipses_trains_one_epoch(tmp_path):
         "operator.noise_sigma=0.1", "solver.params.init=adjoint"), show_progress=False)
     assert result["epochs"][0]["epoch"] == 1
     assert torch.isfinite(torch.tensor(result["epochs"][0]["val_psnr"]))
+
+
+def test_time_limit_stops_after_validating_and_saving(tmp_path):
+    result = loop.train(SMOKE, tmp_path, overrides=TINY + ("train.epochs=3", "train.time_limit_minutes=1e-6"),
+                        show_progress=False)
+    (record,) = result["epochs"]  # the budget ran out in the first batch: one shortened epoch
+    assert record["stopped_early"] and record["global_step"] == 1
+    assert (tmp_path / "model.safetensors").is_file() and "val_psnr" in record

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",  # auto | cpu | cuda
         "val_batch_size": 16,
         "log_every": 10,  # optimisation steps between TensorBoard scalars
+        "time_limit_minutes": 0.0,  # stop (after validating and saving) once training has run this long; 0 = no limit
     },
 }
 
@@ -98,6 +99,12 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
             if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or value[0] > value[1]:
                 raise ConfigError(f"config key '{dotted}' must be a number or [low, high] with low <= high, got {value!r}")
             return [float(v) for v in value]
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-6" (no dot in the mantissa) as a string; accept what float() accepts.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():

@@ -94,6 +94,9 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
     batch_size = config["train"]["batch_size"]
     if len(train_set) < batch_size:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
+    budget = 60.0 * config["train"]["time_limit_minutes"]
+    run_started = time.perf_counter()
+    out_of_time = False
     for epoch in range(start_epoch, epochs):
         generator = _epoch_generator(config["seed"], epoch)
         if hasattr(train_set, "set_epoch"):
@@ -123,10 +126,14 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
             bar.set_postfix(loss=f"{loss.item():.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
             if writer is not None and global_step % config["train"]["log_every"] == 0:
                 writer.add_scalar("train/loss", loss.item(), global_step)
+            if budget and time.perf_counter() - run_started > budget:
+                out_of_time = True  # end this epoch here: validate, save, stop
+                break
         if scheduler is not None:
             scheduler.step()
         metrics = validate(solver, val_set, measurement, config, device)
         record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, step + 1),
+                  "stopped_early": out_of_time,
                   "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()}}
         history.append(record)
         if writer is not None:
@@ -141,6 +148,11 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
         save_model(solver, run_dir)
         save_train_state(run_dir, optimizer, scheduler, {"epoch": epoch + 1, "global_step": global_step, "history": history})
         atomic_write_text(run_dir / HISTORY_FILE, json.dumps(history, indent=2))
+        if out_of_time:
+            if show_progress:
+                tqdm.write(f"time limit of {config['train']['time_limit_minutes']} min reached after epoch {epoch + 1} "
+                           f"(global step {global_step}); training stopped")
+            break
     if writer is not None:
         writer.close()
     return {"run_dir": str(run_dir), "epochs": history}
