@@ -20,7 +20,8 @@ def _mri_problem(shape, dtype=torch.float64, seed=0):
 
 
 def _tiny(dims=2, **kw):
-    args = dict(channels=2, dims=dims, steps=2, state_channels=6, hidden_channels=6, downsampling=(1, 2))
+    args = dict(channels=2, dims=dims, steps=2, state_channels=6, hidden_channels=6, downsampling=(1, 2),
+                identity_init=False)
     return IRIM(**{**args, **kw})
 
 
@@ -119,3 +120,15 @@ def test_memory_bench_measures_one_record_in_a_subprocess():
 def test_fanned_pattern():
     assert memory_bench._fanned(5) == (1, 2, 4, 2, 1)
     assert len(memory_bench._fanned(50)) == 50 and max(memory_bench._fanned(50)) == 4
+
+
+def test_identity_init_returns_the_initial_estimate_until_trained():
+    y, op, _ = _mri_problem((1, 2, 8, 8), torch.float32)
+    model = _tiny(init="adjoint", identity_init=True)
+    with torch.no_grad():
+        iterates = model(y, op, sigma=0.05)
+    for it in iterates:
+        torch.testing.assert_close(it, op.A_adjoint(y), rtol=0, atol=1e-6)
+    loss = torch.mean((model(y, op, sigma=0.05)[-1]) ** 2)
+    loss.backward()
+    assert all(layer.block.up.parametrizations.weight.original0.grad.abs().sum() > 0 for layer in model.blocks[0])

@@ -81,10 +81,14 @@ class IRIMLayer(InvertibleModule):
         downsampling: d of the residual block.
         householder: D, number of Householder reflections in ``U`` (paper: 3).
         dims: 2 or 3.
+        zero_init: start the block's last convolution at zero (weight-norm scale g = 0), so the
+            layer starts as the identity and a deep stack starts as the identity map. Not in the
+            paper; it lets short (laptop-scale) trainings start from the initial estimate instead
+            of from a random perturbation of it. g still receives gradients, so the block learns.
     """
 
     def __init__(self, channels: int, hidden_channels: int = 64, downsampling: int = 1, householder: int = 3,
-                 dims: int = 2) -> None:
+                 dims: int = 2, zero_init: bool = False) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"an invertible layer needs >= 2 channels to couple, got {channels}")
@@ -93,6 +97,9 @@ class IRIMLayer(InvertibleModule):
         self.split = channels // 2
         self.vectors = nn.Parameter(torch.randn(householder, channels))
         self.block = DownsamplingResidualBlock(self.split, channels - self.split, hidden_channels, downsampling, dims)
+        if zero_init:
+            with torch.no_grad():
+                self.block.up.parametrizations.weight.original0.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = householder_matrix(self.vectors)

@@ -98,6 +98,9 @@ class IRIM(nn.Module):
         eps_init: initial ``eps = softplus(phi)`` added to ``sigma^2``.
         init: initial estimate ``eta_0``: ``"zeros"`` (the paper: machine state initialised with
             zeros) or ``"adjoint"`` (``A^T y``).
+        identity_init: start every invertible layer as the identity (see ``IRIMLayer(zero_init)``),
+            so an untrained i-RIM returns its initial estimate; with ``init="adjoint"`` training
+            starts from the zero-filled image. Not in the paper; default True.
 
     Call ``irim(y, operator, x0=None, steps=None, sigma=None)``: see :meth:`forward`.
     """
@@ -116,6 +119,7 @@ class IRIM(nn.Module):
         sigma: float = 1.0,
         eps_init: float = 1.0,
         init: str = "zeros",
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -140,7 +144,8 @@ class IRIM(nn.Module):
         self.state_channels, self.downsampling = state_channels, downsampling
         self.memory, self.anchor_every, self.sigma, self.init = memory, anchor_every, float(sigma), init
         self.blocks = nn.ModuleList(
-            nn.ModuleList(IRIMLayer(state_channels, hidden_channels, d, householder, dims) for d in downsampling)
+            nn.ModuleList(IRIMLayer(state_channels, hidden_channels, d, householder, dims, identity_init)
+                          for d in downsampling)
             for _ in range(steps)
         )
         self.phi = nn.Parameter(torch.tensor(math.log(math.expm1(eps_init))))
