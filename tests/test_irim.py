@@ -132,3 +132,16 @@ def test_identity_init_returns_the_initial_estimate_until_trained():
     loss = torch.mean((model(y, op, sigma=0.05)[-1]) ** 2)
     loss.backward()
     assert all(layer.block.up.parametrizations.weight.original0.grad.abs().sum() > 0 for layer in model.blocks[0])
+
+
+def test_speed_bench_times_every_model(monkeypatch):
+    from learn2invert.bench import speed
+
+    small = {"irim": lambda: IRIM(2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,)),
+             "irim (autograd)": lambda: IRIM(2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,),
+                                             memory="autograd")}
+    monkeypatch.setattr(speed, "_models", lambda size: small)
+    records = speed.measure(size=8, batch=2, repeats=1)
+    assert [r["model"] for r in records] == list(small)
+    assert all(r["train_steps_per_s"] > 0 and r["inference_ms_per_slice"] > 0 for r in records)
+    assert "| irim (autograd) |" in speed.markdown_table(records)

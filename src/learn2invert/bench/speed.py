@@ -1,8 +1,10 @@
 """Training and inference speed of the learned solvers on 4x single-coil MRI: ``l2i bench speed``.
 
-For each model (RIM with the MRI cell, i-RIM, U-Net) at the sizes of the MRI configs: training
-steps per second (forward + backward + Adam step, batch ``--batch``) and inference milliseconds
-per slice (batch 1, ``torch.no_grad``), medians over ``--repeats`` timed calls after warm-up.
+For each model (RIM with the MRI cell, i-RIM trained invertibly and with plain autograd, U-Net)
+at the sizes of the MRI configs: training steps per second (forward + backward + Adam step,
+batch ``--batch``) and inference milliseconds per slice (batch 1, ``torch.no_grad``), medians
+over ``--repeats`` timed calls after a warm-up. The models' calls are interleaved round by
+round, so a busy machine slows all of them alike and the ratios stay meaningful.
 Writes JSON and a Markdown table.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ def _models(size: int) -> dict:
     return {
         "rim": lambda: RIM(2, architecture="mri", steps=8),
         "irim": lambda: IRIM(2, steps=8, state_channels=32, hidden_channels=32),
+        "irim (autograd)": lambda: IRIM(2, steps=8, state_channels=32, hidden_channels=32, memory="autograd"),
         "unet": lambda: UNet(2, features=32, depth=3),
     }
 
@@ -38,40 +41,43 @@ def _problem(batch: int, size: int):
     return op.A(x), op, x
 
 
-def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def measure(size: int = 64, batch: int = 4, repeats: int = 3) -> list[dict]:
     torch.manual_seed(0)
-    records = []
     y, op, x = _problem(batch, size)
     y1, op1, _ = _problem(1, size)
-    for name, build in _models(size).items():
-        model = build()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    models = {name: build() for name, build in _models(size).items()}
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in models.items()}
 
-        def train_step():
-            loss = torch.mean((model(y, op, sigma=0.01)[-1] - x) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    def train_step(name):
+        loss = torch.mean((models[name](y, op, sigma=0.01)[-1] - x) ** 2)
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
 
-        def infer():
-            with torch.no_grad():
-                model(y1, op1, sigma=0.01)
+    def infer(name):
+        with torch.no_grad():
+            models[name](y1, op1, sigma=0.01)
 
-        model.train()
-        train_s = _median_seconds(train_step, repeats)
-        model.eval()
-        infer_s = _median_seconds(infer, repeats)
+    train_times = {name: [] for name in models}
+    infer_times = {name: [] for name in models}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        for name, model in models.items():
+            model.train()
+            t = _seconds(lambda: train_step(name))
+            model.eval()
+            u = _seconds(lambda: infer(name))
+            if round_:
+                train_times[name].append(t)
+                infer_times[name].append(u)
+    records = []
+    for name, model in models.items():
+        train_s, infer_s = statistics.median(train_times[name]), statistics.median(infer_times[name])
         records.append({"model": name, "image_size": size, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
                         "train_steps_per_s": 1.0 / train_s, "train_step_seconds": train_s,
                         "inference_ms_per_slice": 1000.0 * infer_s, "threads": torch.get_num_threads()})

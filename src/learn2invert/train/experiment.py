@@ -50,6 +50,9 @@ def build_dataset(config: dict, split: str) -> Dataset:
                                           "length": length, "seed": seed, **params}, "data.params")
     if name == "brain_slices":
         return _call(data.BrainSlices, {"split": split, "size": d["patch_size"], "seed": seed, **params}, "data.params")
+    if name == "brain_patches3d":
+        # 3D complex patches (2, D, H, W); the patch shape comes from data.params.patch (D, H, W).
+        return _call(data.BrainPatches3D, {"split": split, "seed": seed, **params}, "data.params")
     if name == "ellipses":
         # The ellipses set names its splits as dival does.
         ellipses_split = {"val": "validation"}.get(split, split)
@@ -61,7 +64,7 @@ def build_dataset(config: dict, split: str) -> Dataset:
         return _call(data.ImageFolder, {"root": d["root"], "grey": d["grey"], "patch_size": d["patch_size"],
                                        "seed": seed, **params}, "data.params")
     raise ConfigError(f"config key 'data.name': unknown dataset {name!r} "
-                      "(choose from natural_patches, brain_slices, ellipses, image_folder)")
+                      "(choose from natural_patches, brain_slices, brain_patches3d, ellipses, image_folder)")
 
 
 # ---------------------------------------------------------------------------------- measurement
