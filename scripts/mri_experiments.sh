@@ -10,7 +10,7 @@ L2I=${L2I:-.venv/bin/l2i}
 for setting in $SETTINGS; do
   acc=${setting%%:*}
   centre=${setting##*:}
-  for model in unet rim irim; do
+  for model in irim rim unet; do
     $L2I train "configs/mri_${model}_4x.yaml" --out "runs/mri_${model}_${acc}x" \
       --set train.epochs=1000 --set "train.time_limit_minutes=${MINUTES}" \
       --set "operator.acceleration=${acc}" --set "operator.center_fraction=${centre}"

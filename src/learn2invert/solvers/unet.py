@@ -89,7 +89,8 @@ class UNet(nn.Module):
         depth: number of pooling levels (fastMRI's ``num_pool_layers``; 4 there). H and W are
             reflect-padded to multiples of ``2**depth`` and cropped back, so any size
             ``>= 2**depth`` works.
-        residual: return ``x0 + net(x0)`` (default) instead of ``net(x0)``.
+        residual: return ``x0 + net(x0)`` (default) instead of ``net(x0)``; the output convolution then
+            starts at zero, so the untrained network returns ``x0``.
         norm: ``"instance"`` (fastMRI; no affine parameters, identical in train and eval mode),
             ``"batch"``, ``"layer"`` (GroupNorm with one group) or ``"none"``.
 
@@ -134,6 +135,11 @@ class UNet(nn.Module):
             ch //= 2
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         self.out = conv(features, channels, kernel_size=1)
+        if self.residual:
+            # Start as the identity map x0 -> x0: short trainings then start from the input image
+            # (zero-filled MRI) instead of from a random perturbation of it.
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
         self._pool_kernel = 2 if dims == 2 else (1, 2, 2)
 
     def extra_repr(self) -> str:
