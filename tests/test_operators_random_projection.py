@@ -102,3 +102,47 @@ def test_rejects_bad_arguments_and_input():
     fourier = RandomProjection(4, 16, "fourier", seed=0)
     with pytest.raises(ValueError, match=r"\(B, 2, 4\)"):
         fourier.A_adjoint(torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_normalize_adjoint_and_scale(kind):
+    m, n = 40, 3 * 8 * 6
+    raw = RandomProjection(m, n, kind=kind, seed=3, image_shape=(3, 8, 6)).double()
+    op = RandomProjection(m, n, kind=kind, seed=3, image_shape=(3, 8, 6), normalize=True).double()
+    x = torch.randn(4, 3, 8, 6, dtype=torch.float64)
+    assert adjoint_mismatch(op, x) < 1e-10
+    # The same seed draws the same matrix up to the documented factor: entries of mean square 1/m.
+    expected = (n / m) ** 0.5 if kind == "fourier" else m ** -0.5
+    assert op.scale == pytest.approx(expected) and raw.scale == 1.0 and op.normalize and not raw.normalize
+    # The dense matrices are stored in float32 (the default dtype) after scaling: float32 rounding.
+    torch.testing.assert_close(op.A(x), expected * raw.A(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(op.A_adjoint(op.A(x)), expected**2 * raw.A_adjoint(raw.A(x)), rtol=1e-6, atol=1e-6)
+    assert "normalize=True" in repr(op)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_normalize_gives_unit_norm_columns(kind):
+    # E[A^T A] = I: the columns (images of the unit vectors) have unit norm, exactly for fourier,
+    # within sampling error (relative std sqrt(2 / m) per column) for the dense kinds.
+    m, n = 256, 1024
+    op = RandomProjection(m, n, kind=kind, seed=0, normalize=True).double()
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, 32, 32)
+    norms2 = op.A(basis).reshape(n, -1).pow(2).sum(dim=1)
+    if kind == "fourier":
+        # Re/Im of a unit vector's spectrum: |F_kj|^2 = 1/n on each of the m rows, times n/m.
+        torch.testing.assert_close(norms2, torch.ones(n, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    else:
+        assert abs(norms2.mean().item() - 1) < 0.02 and norms2.std().item() < 0.15
+    # ||A x|| ~ ||x|| (for fourier only for spectrally flat x, hence white noise here). x has its
+    # own generator: drawn from the global one (seeded 0 in conftest) it would repeat A's rows.
+    x = torch.randn(8, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(123))
+    ratio = op.A(x).reshape(8, -1).norm(dim=1) / x.reshape(8, -1).norm(dim=1)
+    assert torch.all((ratio > 0.8) & (ratio < 1.2))
+
+
+def test_normalize_rejects_non_bool_and_from_reduction_passes_it():
+    with pytest.raises(ValueError, match="normalize must be True or False"):
+        RandomProjection(4, 16, normalize=1)
+    op = RandomProjection.from_reduction(2, (1, 8, 8), seed=0, normalize=True)
+    assert op.normalize and op.m == 32
+    torch.testing.assert_close(op.matrix, RandomProjection(32, 64, seed=0).matrix / 32**0.5)

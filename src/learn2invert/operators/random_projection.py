@@ -3,6 +3,17 @@
 These are the three compressed-sensing matrices of the RIM paper's multi-task experiment
 (Sec. 4.4): 32 x 32 grey patches measured with ``m = n / p`` random projections, where ``p`` is
 the "reduction in dimensionality" of its Fig. 2 (see :meth:`RandomProjection.from_reduction`).
+
+Scaling. The paper draws Gaussian entries from a standard normal and +/-1 Bernoulli entries
+(Sec. 4.4), uses noise ``sigma = 1`` (Fig. 2 caption) and images in ``[0, 1]`` (footnote 4).
+Such a matrix has ``E[A^T A] = m I``: ``A^T y`` is about ``m`` times the image and
+``||A x|| ~ sqrt(m) ||x||``. ``normalize=True`` divides the entries by ``sqrt(m)`` (the
+compressed-sensing convention: columns of unit norm, ``E[A^T A] = I``, ``A^T y`` on the image's
+scale). Scaling ``A`` by ``c`` changes the measurement SNR unless the noise is scaled too: the
+paper's problem (``sigma = 1`` with unit-variance entries) is ``sigma = 1 / sqrt(m)`` with
+``normalize=True``, and then ``y``, ``A`` and ``sigma`` are all rescaled by ``1 / sqrt(m)``, so
+the posterior, the maximum-likelihood solution and ``A^T (y - A x) / sigma^2`` are exactly the
+paper's. What changes is only the units of ``y``.
 """
 from __future__ import annotations
 
@@ -29,8 +40,8 @@ class RandomProjection(LinearOperator):
         kind: ``"gaussian"`` (i.i.d. N(0, 1) entries), ``"bernoulli"`` (i.i.d. +1/-1 with
             probability 1/2 each) or ``"fourier"`` (``m`` distinct rows, drawn uniformly, of the
             unitary ``n``-point DFT matrix ``F[k, j] = exp(-2 pi i k j / n) / sqrt(n)``; needs
-            ``m <= n``). The entries are not rescaled (as in the paper), so for the dense kinds
-            ``||A x|| ~ sqrt(m) ||x||``; choose the noise level accordingly.
+            ``m <= n``). By default the entries are not rescaled (as in the paper), so for the
+            dense kinds ``||A x|| ~ sqrt(m) ||x||``; choose the noise level accordingly.
         seed: seed of the ``torch.Generator`` that draws the matrix; the same seed gives the
             same matrix. ``None`` draws a seed from torch's global generator (so
             ``torch.manual_seed`` makes it reproducible) and records it in ``self.seed``.
@@ -38,14 +49,22 @@ class RandomProjection(LinearOperator):
             input against it and ``A_adjoint`` returns it. Default: ``(1, s, s)`` when
             ``n = s * s`` is a perfect square (a grey square patch, e.g. ``n = 1024`` for
             the paper's 32 x 32 patches), otherwise ``(1, 1, n)``.
+        normalize: ``False`` (default): entries as above. ``True``: scale ``A`` so that its
+            entries have mean square ``1 / m``, i.e. columns of unit norm (in expectation for
+            gaussian / bernoulli, exactly for fourier) and ``E[A^T A] = I``: gaussian entries
+            ``N(0, 1/m)``, bernoulli ``+/-1/sqrt(m)``, fourier the unitary DFT rows times
+            ``sqrt(n / m)`` (entries of modulus ``1 / sqrt(m)``). The same seed draws the same
+            matrix up to this factor (``self.scale``). To keep the SNR of the unnormalised
+            matrix with noise ``sigma``, use noise ``sigma / sqrt(m)`` (dense kinds).
 
     Shapes: ``x`` is ``(B, *image_shape)``; ``y`` is ``(B, m)`` for gaussian and bernoulli and
     ``(B, 2, m)`` (real, imaginary) for fourier. For fourier the adjoint is taken with respect to
-    the real inner product of those 2 channels: ``A^T y = Re(F_rows^H (y_re + i y_im))``.
+    the real inner product of those 2 channels: ``A^T y = Re(F_rows^H (y_re + i y_im))`` (times
+    ``self.scale``).
 
     Buffers (saved in ``state_dict``, since regenerating from the seed depends on torch's RNG):
-    ``matrix`` ``(m, n)`` for the dense kinds (default dtype, cast to the input's dtype per
-    call, follows ``.double()``), ``rows`` ``(m,)`` int64 sorted DFT row indices for fourier
+    ``matrix`` ``(m, n)`` for the dense kinds (already scaled; default dtype, cast to the
+    input's dtype per call, follows ``.double()``), ``rows`` ``(m,)`` int64 sorted DFT row indices for fourier
     (applied through an FFT, ``O(n log n)`` per image instead of ``O(m n)``).
     """
 
@@ -56,8 +75,11 @@ class RandomProjection(LinearOperator):
         kind: str = "gaussian",
         seed: int | None = None,
         image_shape: tuple[int, int, int] | None = None,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be True or False, got {normalize!r}")
         for name, value in (("m", m), ("n", n)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -73,6 +95,13 @@ class RandomProjection(LinearOperator):
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.m, self.n, self.kind, self.seed = m, n, kind, int(seed)
+        self.normalize = normalize
+        # Factor applied to the raw ensemble: entries of mean square 1/m when normalising.
+        # (The fourier rows are stored as indices, so its factor is applied in A / A_adjoint.)
+        if not normalize:
+            self.scale = 1.0
+        else:
+            self.scale = math.sqrt(n / m) if kind == "fourier" else 1.0 / math.sqrt(m)
         self.image_shape: tuple[int, int, int] = image_shape  # type: ignore[assignment]
 
         generator = torch.Generator().manual_seed(self.seed)
@@ -85,6 +114,8 @@ class RandomProjection(LinearOperator):
                 matrix = torch.randn(m, n, generator=generator, dtype=torch.float64)
             else:
                 matrix = torch.randint(0, 2, (m, n), generator=generator).to(torch.float64) * 2 - 1
+            if normalize:
+                matrix = matrix * self.scale
             self.register_buffer("matrix", matrix.to(torch.get_default_dtype()))
 
     @classmethod
@@ -94,6 +125,7 @@ class RandomProjection(LinearOperator):
         image_shape: tuple[int, int, int],
         kind: str = "gaussian",
         seed: int | None = None,
+        normalize: bool = False,
     ) -> RandomProjection:
         """Build the operator with ``m = round(n / reduction)`` measurements, ``n = C * H * W``.
 
@@ -104,7 +136,7 @@ class RandomProjection(LinearOperator):
             raise ValueError(f"reduction must be >= 1 (m = n / reduction), got {reduction!r}")
         n = math.prod(int(s) for s in image_shape)
         m = max(1, round(n / reduction))
-        return cls(m, n, kind=kind, seed=seed, image_shape=tuple(image_shape))
+        return cls(m, n, kind=kind, seed=seed, image_shape=tuple(image_shape), normalize=normalize)
 
     @property
     def reduction(self) -> float:
@@ -112,7 +144,8 @@ class RandomProjection(LinearOperator):
         return self.n / self.m
 
     def extra_repr(self) -> str:
-        return f"m={self.m}, n={self.n}, kind={self.kind!r}, seed={self.seed}, image_shape={self.image_shape}"
+        return (f"m={self.m}, n={self.n}, kind={self.kind!r}, seed={self.seed}, image_shape={self.image_shape}, "
+                f"normalize={self.normalize}")
 
     def _measurement_layout(self) -> str:
         return f"(B, 2, {self.m})" if self.kind == "fourier" else f"(B, {self.m})"
@@ -124,6 +157,8 @@ class RandomProjection(LinearOperator):
         flat = x.reshape(x.shape[0], self.n)
         if self.kind == "fourier":
             spectrum = torch.fft.fft(flat, norm="ortho")[:, self.rows]
+            if self.scale != 1.0:
+                spectrum = spectrum * self.scale
             return torch.stack((spectrum.real, spectrum.imag), dim=1)
         return flat @ self.matrix.to(x.dtype).T
 
@@ -137,6 +172,8 @@ class RandomProjection(LinearOperator):
             values = torch.complex(y[:, 0], y[:, 1])
             spectrum = values.new_zeros(y.shape[0], self.n).index_copy(1, self.rows, values)
             flat = torch.fft.ifft(spectrum, norm="ortho").real
+            if self.scale != 1.0:
+                flat = flat * self.scale
         else:
             check_tensor(y, "y", layout, ndims=(2,), spatial=(self.m,))
             flat = y @ self.matrix.to(y.dtype)
