@@ -346,3 +346,23 @@ def test_nifti_corrupt_files_name_the_file(tmp_path, case):
     if case != "truncated":
         with pytest.raises(ValueError, match=case):
             NiftiSlices([path])
+
+
+def test_brain_slices_augment_draws_new_phase_and_flips_per_epoch():
+    from learn2invert.data import BrainSlices
+    from learn2invert.operators.fft import complex_abs
+
+    plain = BrainSlices("train", size=32, scale=0.175)
+    aug = BrainSlices("train", size=32, scale=0.175, augment=True)
+    assert torch.equal(aug[3], plain[3])  # epoch 0 is the plain set
+    aug.set_epoch(1)
+    flipped = 0
+    for i in range(8):
+        x, ref = aug[i], plain[i]
+        assert not torch.allclose(x, ref)  # a new phase map
+        mag, ref_mag = complex_abs(x[None])[0], complex_abs(ref[None])[0]
+        same, mirrored = torch.allclose(mag, ref_mag, atol=1e-5), torch.allclose(mag, ref_mag.flip(-1), atol=1e-5)
+        assert same or mirrored
+        flipped += mirrored and not same
+    assert 0 < flipped < 8
+    assert torch.equal(aug[5], aug[5])  # reproducible within the epoch

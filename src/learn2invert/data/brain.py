@@ -155,10 +155,11 @@ def smooth_phase(
     return field.to(dtype)
 
 
-def _item_generator(seed: int, split: str, index: int) -> torch.Generator:
-    """A generator seeded from (seed, split, index) alone, so an item is the same in any order,
-    in any DataLoader worker, on any run."""
-    state = np.random.SeedSequence([int(seed), _SPLIT_CODES[split], int(index)]).generate_state(2)
+def _item_generator(seed: int, split: str, index: int, epoch: int = 0) -> torch.Generator:
+    """A generator seeded from (seed, split, index[, epoch]) alone, so an item is the same in any
+    order, in any DataLoader worker, on any run."""
+    entropy = [int(seed), _SPLIT_CODES[split], int(index)] + ([int(epoch)] if epoch else [])
+    state = np.random.SeedSequence(entropy).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -250,6 +251,9 @@ class BrainSlices(Dataset):
         min_foreground: minimum fraction of tissue pixels for a slice to be used.
         phase_order: polynomial order of the phase (see :func:`smooth_phase`).
         max_phase: largest phase amplitude in radians.
+        augment: training augmentation: each epoch (see :meth:`set_epoch`) draws a new phase map
+            and flips each slice left-right with probability 1/2, still reproducibly from
+            ``(seed, split, index, epoch)``. One brain gives few slices; this multiplies them.
 
     Attributes:
         slice_indices: template slice numbers used, in item order.
@@ -266,6 +270,7 @@ class BrainSlices(Dataset):
         min_foreground: float = 0.05,
         phase_order: int = 3,
         max_phase: float = math.pi,
+        augment: bool = False,
     ) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
@@ -280,6 +285,12 @@ class BrainSlices(Dataset):
         self.slice_indices = split_slice_indices(split, self.axis, min_foreground)
         if len(self.slice_indices) == 0:
             raise ValueError(f"split {split!r} has no slices with min_foreground={min_foreground}")
+        self.augment = bool(augment)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """With ``augment``: select the epoch's phase maps and flips (no effect otherwise)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.slice_indices)
@@ -300,10 +311,13 @@ class BrainSlices(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         magnitude = self.magnitude(index)
+        index = index % len(self)  # negative indices draw the same phase as their positive twin
+        # Epoch 0 of an augmented set is the plain set; later epochs draw new phases and flips.
+        gen = _item_generator(self.seed, self.split, index, self.epoch if self.augment else 0)
+        if self.augment and self.epoch and bool(torch.rand((), generator=gen) < 0.5):
+            magnitude = magnitude.flip(-1)
         phase = None
         if self.phase:
-            index = index % len(self)  # negative indices draw the same phase as their positive twin
-            gen = _item_generator(self.seed, self.split, index)
             phase = smooth_phase(magnitude.shape[-2:], gen, order=self.phase_order, max_amplitude=self.max_phase)
         return _apply_phase(magnitude, phase)
 
