@@ -128,7 +128,7 @@ def run_tour(out: str | Path, size: int = 128, seed: int = 0) -> dict:
     tasks = _build_tasks(size, seed)
     results: dict[str, dict] = {}
     rows = []
-    for task in tqdm(tasks, desc="demo", unit="task"):
+    for task in tqdm(tasks, desc="tour", unit="task"):
         op = task.make_operator(task.test_image)
         y = _measure(op, task.test_image, task.sigma, seed)
         first = task.first_baseline(op, y) if task.first_baseline else op.A_adjoint(y)

@@ -57,7 +57,8 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
 
 
 def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, samples: int | None = None,
-            show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None) -> dict:
+            show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None,
+            tv_validation_samples: int | None = None) -> dict:
     """Score every run and the classical baselines on the same measurements of ``split``.
 
     Returns ``{"methods": {name: {metric: {"mean", "std"}}}, "seconds": {name: s}, "tv_weight": lam,
@@ -77,7 +78,8 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
 
     tv_weight = None
     if tv:
-        validation = [(y, op, x) for x, y, op, _ in _batches(config, "val", EVAL_SEED + 1, samples)]
+        n_val = tv_validation_samples if tv_validation_samples is not None else samples
+        validation = [(y, op, x) for x, y, op, _ in _batches(config, "val", EVAL_SEED + 1, n_val)]
         tv_weight, _ = choose_tv_weight(validation, grid=tv_grid, iterations=tv_iterations, data_range=data_range)
 
     methods = [baseline] + (["fbp"] if config["operator"]["name"] == "ct" else []) + (["tv"] if tv else []) + list(solvers)
