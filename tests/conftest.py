@@ -1,11 +1,9 @@
-import os
-
 import pytest
 import torch
 
-# Two xdist workers share two cores: one intra-op thread each avoids oversubscription.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# The tests run many tiny tensor operations, and `make test` runs two xdist workers on two cores:
+# one intra-op thread per process avoids oversubscription and synchronisation overhead.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

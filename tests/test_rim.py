@@ -10,16 +10,6 @@ from learn2invert.operators.base import LinearOperator, check_tensor
 from learn2invert.solvers.rim import RIM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny convolutions; with other processes on two shared cores,
-    # intra-op threading costs far more than it saves.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class DenseOperator(LinearOperator):
     """``y = M vec(x)``: a dense (m, d) matrix acting on flattened images of shape ``image_shape``."""
 
