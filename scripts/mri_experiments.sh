@@ -16,7 +16,7 @@ for setting in $SETTINGS; do
       --set "operator.acceleration=${acc}" --set "operator.center_fraction=${centre}"
   done
   $L2I bench compare "unet=runs/mri_unet_${acc}x" "rim=runs/mri_rim_${acc}x" "irim=runs/mri_irim_${acc}x" \
-    --out "docs/benchmarks/mri_${acc}x"
+    --out "docs/benchmarks/mri_${acc}x" --tv-grid 0.0003 0.001 0.003 0.01 0.03
 done
 [ "${SKIP_3D:-0}" = 1 ] && exit 0
 $L2I train configs/mri_irim3d_4x.yaml --out runs/mri_irim3d_4x --set train.time_limit_minutes=3
