@@ -116,32 +116,35 @@ class IRIMLayer(InvertibleModule):
     def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Rebuild ``x`` and back-propagate with one evaluation of the residual block.
 
-        The 1x1 projections are cheap and are re-run under autograd; the block's single output
-        gives both ``x'2 = y'2 - G(x'1)`` and, through its graph, the block's backward.
+        The 1x1 projections are linear, so their backward is written out (matrix products and
+        channel-by-channel reductions over batch and pixels) instead of re-run under autograd;
+        the block's single output gives both ``x'2 = y'2 - G(x'1)`` and, through its graph, the
+        block's backward.
         """
         block_params = [p for p in self.block.parameters() if p.requires_grad]
-        vectors = [self.vectors] if self.vectors.requires_grad else []
         with torch.enable_grad():
-            # Output projection y = U^T y': gradient w.r.t. y' and the Householder vectors.
             u = householder_matrix(self.vectors)
-            yp = channel_matmul(u.detach(), y).requires_grad_(True)
-            g_yp, *g_v_out = local_backward(channel_matmul(u.T, yp), [yp, *vectors], grad_y)
-            yp = yp.detach()
-            # Coupling: one block evaluation serves the inversion and the backward.
-            x1 = yp[:, : self.split].requires_grad_(True)
+        uc = u.detach()
+        # Output projection y = U^T y':  y' = U y,  dL/dy' = U dL/dy,  dL/dU += y' (dL/dy)^T.
+        yp = channel_matmul(uc, y)
+        g_yp = channel_matmul(uc, grad_y)
+        g_u = torch.einsum("bj...,bi...->ji", yp, grad_y)
+        # Coupling: one block evaluation serves the inversion and the backward.
+        with torch.enable_grad():
+            x1 = yp[:, : self.split].detach().requires_grad_(True)
             f = self.block(x1)
             grads = local_backward(f, [x1, *block_params], g_yp[:, self.split :])
-            xp = torch.cat([x1.detach(), yp[:, self.split :] - f.detach()], dim=1)
-            g_x1 = g_yp[:, : self.split] if grads[0] is None else g_yp[:, : self.split] + grads[0]
-            g_xp = torch.cat([g_x1, g_yp[:, self.split :]], dim=1)
-            # Input projection x' = U x (U rebuilt: the first backward freed its graph; D tiny reflections).
-            u = householder_matrix(self.vectors)
-            x = channel_matmul(u.detach().T, xp).requires_grad_(True)
-            g_x, *g_v_in = local_backward(channel_matmul(u, x), [x, *vectors], g_xp)
+        xp = torch.cat([yp[:, : self.split], yp[:, self.split :] - f.detach()], dim=1)
+        g_x1 = g_yp[:, : self.split] if grads[0] is None else g_yp[:, : self.split] + grads[0]
+        g_xp = torch.cat([g_x1, g_yp[:, self.split :]], dim=1)
+        # Input projection x' = U x:  x = U^T x',  dL/dx = U^T dL/dx',  dL/dU += (dL/dx') x^T.
+        x = channel_matmul(uc.T, xp)
+        g_x = channel_matmul(uc.T, g_xp)
+        g_u = g_u + torch.einsum("bi...,bj...->ij", g_xp, x)
         by_id = {id(p): g for p, g in zip(block_params, grads[1:])}
-        if vectors:
-            by_id[id(self.vectors)] = g_v_out[0] + g_v_in[0]
-        return x.detach(), g_x, [by_id.get(id(p)) for p in self.trainable_parameters()]
+        if self.vectors.requires_grad:
+            (by_id[id(self.vectors)],) = local_backward(u, [self.vectors], g_u)
+        return x, g_x, [by_id.get(id(p)) for p in self.trainable_parameters()]
 
 
 __all__ = ["householder_matrix", "channel_matmul", "DownsamplingResidualBlock", "IRIMLayer"]
