@@ -35,8 +35,19 @@ def householder_matrix(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def channel_matmul(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution: ``matrix`` ``(C, C)`` applied to the channel axis of ``x`` ``(B, C, *S)``."""
-    return torch.einsum("ij,bj...->bi...", matrix, x)
+    """A 1x1 convolution: ``matrix`` ``(K, C)`` applied to the channel axis of ``x`` ``(B, C, *S)`` -> ``(B, K, *S)``.
+
+    Written as a batched matrix product (2-3x faster on the CPU than ``einsum`` or ``conv2d``).
+    """
+    b, c = x.shape[:2]
+    return (matrix @ x.reshape(b, c, -1)).reshape(b, matrix.shape[0], *x.shape[2:])
+
+
+def channel_outer(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum over batch and pixels of a x^T``: ``(B, K, *S)``, ``(B, C, *S)`` -> ``(K, C)``, the
+    gradient of a 1x1 convolution's matrix."""
+    b = a.shape[0]
+    return (a.reshape(b, a.shape[1], -1) @ x.reshape(b, x.shape[1], -1).transpose(1, 2)).sum(0)
 
 
 class DownsamplingResidualBlock(nn.Module):
@@ -101,50 +112,42 @@ class IRIMLayer(InvertibleModule):
             with torch.no_grad():
                 self.block.up.parametrizations.weight.original0.zero_()
 
+    # Since U^T U = I, eqs. 12-15 reduce to  y = x + U2^T G(U1 x)  with U1 = U[:split] and
+    # U2 = U[split:]: two half-size projections instead of two full ones (the projections cost as
+    # much as the residual block at 32 channels).
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = householder_matrix(self.vectors)
-        xp = channel_matmul(u, x)
-        x1, x2 = xp[:, : self.split], xp[:, self.split :]
-        return channel_matmul(u.T, torch.cat([x1, x2 + self.block(x1)], dim=1))
+        return x + channel_matmul(u[self.split :].T, self.block(channel_matmul(u[: self.split], x)))
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        # The coupling leaves x'1 unchanged, so U1 y = U1 x.
         u = householder_matrix(self.vectors)
-        yp = channel_matmul(u, y)
-        y1, y2 = yp[:, : self.split], yp[:, self.split :]
-        return channel_matmul(u.T, torch.cat([y1, y2 - self.block(y1)], dim=1))
+        return y - channel_matmul(u[self.split :].T, self.block(channel_matmul(u[: self.split], y)))
 
     def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Rebuild ``x`` and back-propagate with one evaluation of the residual block.
 
-        The 1x1 projections are linear, so their backward is written out (matrix products and
-        channel-by-channel reductions over batch and pixels) instead of re-run under autograd;
-        the block's single output gives both ``x'2 = y'2 - G(x'1)`` and, through its graph, the
-        block's backward.
+        With ``y = x + U2^T G(U1 x)``: ``dL/dx = dL/dy + U1^T J_G^T U2 dL/dy``, ``dL/dU2 = G(U1 x) (dL/dy)^T``
+        and ``dL/dU1 = (J_G^T U2 dL/dy) x^T`` (summed over batch and pixels). The block's single
+        output gives both ``x = y - U2^T G(U1 y)`` and, through its graph, ``J_G^T``.
         """
         block_params = [p for p in self.block.parameters() if p.requires_grad]
         with torch.enable_grad():
             u = householder_matrix(self.vectors)
-        uc = u.detach()
-        # Output projection y = U^T y':  y' = U y,  dL/dy' = U dL/dy,  dL/dU += y' (dL/dy)^T.
-        yp = channel_matmul(uc, y)
-        g_yp = channel_matmul(uc, grad_y)
-        g_u = torch.einsum("bj...,bi...->ji", yp, grad_y)
-        # Coupling: one block evaluation serves the inversion and the backward.
+        u1, u2 = u.detach()[: self.split], u.detach()[self.split :]
         with torch.enable_grad():
-            x1 = yp[:, : self.split].detach().requires_grad_(True)
+            x1 = channel_matmul(u1, y).requires_grad_(True)
             f = self.block(x1)
-            grads = local_backward(f, [x1, *block_params], g_yp[:, self.split :])
-        xp = torch.cat([yp[:, : self.split], yp[:, self.split :] - f.detach()], dim=1)
-        g_x1 = g_yp[:, : self.split] if grads[0] is None else g_yp[:, : self.split] + grads[0]
-        g_xp = torch.cat([g_x1, g_yp[:, self.split :]], dim=1)
-        # Input projection x' = U x:  x = U^T x',  dL/dx = U^T dL/dx',  dL/dU += (dL/dx') x^T.
-        x = channel_matmul(uc.T, xp)
-        g_x = channel_matmul(uc.T, g_xp)
-        g_u = g_u + torch.einsum("bi...,bj...->ij", g_xp, x)
+            grads = local_backward(f, [x1, *block_params], channel_matmul(u2, grad_y))
+        f = f.detach()
+        x = y - channel_matmul(u2.T, f)
+        g_x1 = grads[0] if grads[0] is not None else torch.zeros_like(x1)
+        g_x = grad_y + channel_matmul(u1.T, g_x1)
         by_id = {id(p): g for p, g in zip(block_params, grads[1:])}
         if self.vectors.requires_grad:
+            g_u = torch.cat([channel_outer(g_x1, x), channel_outer(f, grad_y)])
             (by_id[id(self.vectors)],) = local_backward(u, [self.vectors], g_u)
         return x, g_x, [by_id.get(id(p)) for p in self.trainable_parameters()]
 
 
-__all__ = ["householder_matrix", "channel_matmul", "DownsamplingResidualBlock", "IRIMLayer"]
+__all__ = ["householder_matrix", "channel_matmul", "channel_outer", "DownsamplingResidualBlock", "IRIMLayer"]
