@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "keep_fraction": 0.5,  # inpainting: fraction of pixels observed
     },
     "solver": {
-        "name": "rim",  # rim | irim | unet
+        "name": "rim",  # rim | irim | unet | admm
         "params": {},  # keyword arguments of the solver (steps, hidden, variant, link, memory, ...)
     },
     "loss": {

@@ -188,8 +188,13 @@ def _unet():
     return UNet
 
 
+def _admm():
+    from ..solvers.admm import ADMMNet
+    return ADMMNet
+
+
 # Registry names are the ones `l2i bench memory` writes in its records.
-SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet}
+SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm}
 
 
 def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
