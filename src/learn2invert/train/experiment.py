@@ -127,6 +127,9 @@ class Measurement:
     def _batched_operator(self, batch: int, generator: torch.Generator) -> operators.LinearOperator:
         h, w = self.image_shape[-2:]
         if self.name == "inpainting":
+            hole = self.cfg["params"].get("hole")
+            if hole is not None:  # a centred square hole of side `hole` pixels (flow-unfolding paper)
+                return operators.Inpainting(operators.centered_hole_mask(h, w, int(hole)).reshape(1, 1, h, w))
             keep = self.cfg["keep_fraction"]
             mask = torch.rand((batch, 1, h, w), generator=generator) < keep
             return operators.Inpainting(mask)
@@ -193,8 +196,24 @@ def _admm():
     return ADMMNet
 
 
+def _unrolled():
+    from ..solvers.unrolled import unrolled_solver
+    return unrolled_solver
+
+
+def _luser():
+    from ..solvers.luser import luser_solver
+    return luser_solver
+
+
+def _deq4ip():
+    from ..solvers.luser import DEQ4IP
+    return DEQ4IP
+
+
 # Registry names are the ones `l2i bench memory` writes in its records.
-SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm}
+SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm, "unrolled": _unrolled, "luser": _luser,
+           "deq4ip": _deq4ip}
 
 
 def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
@@ -204,7 +223,9 @@ def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.O
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if name not in classes:
         raise ConfigError(f"config key 'train.optimizer.name': unknown optimiser {name!r} (choose from {', '.join(classes)})")
-    optimizer = _call(classes[name], opt, "train.optimizer", model.parameters())
+    # Solvers with scalar parameters that train at their own rate (unrolled step sizes) give groups.
+    groups = model.parameter_groups(opt.get("lr", 1e-3)) if hasattr(model, "parameter_groups") else None
+    optimizer = _call(classes[name], opt, "train.optimizer", groups if groups else model.parameters())
     sched = dict(t["schedule"])
     sname = sched.pop("name", "none")
     if sname == "none":
