@@ -107,6 +107,12 @@ class UnrolledProximalGradient(nn.Module):
             groups.append({"params": scalar_params, "lr": lr if self.scalar_lr is None else float(self.scalar_lr)})
         return groups
 
+    def diagnostics(self) -> dict[str, float]:
+        """Fixed-point statistics of the last forward pass (equilibrium proxes only), for training logs."""
+        from .luser import _summarise
+
+        return _summarise([s for prox in self.prox for s in getattr(prox, "stats", [])])
+
     def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
         aty = operator.A_adjoint(y)
         if self.init == "adjoint":
@@ -130,6 +136,9 @@ class UnrolledProximalGradient(nn.Module):
             raise ValueError(f"steps must be an int in [1, {self.folds}], got {steps!r}")
         if not torch.isfinite(y).all():
             raise ValueError("the measurements y contain NaN or Inf")
+        for prox in self.prox:  # equilibrium proxes log their fixed-point solves per forward pass
+            if hasattr(prox, "reset_stats"):
+                prox.reset_stats()
         x = self.initial_estimate(y, operator) if x0 is None else x0
         mu = self.steps()
         estimates = []
@@ -171,8 +180,10 @@ def load_pretrained_prox(prox: nn.Module, run_dir: str | Path) -> None:
     prefix = "prox.0."
     if any(k.startswith(prefix) for k in state):
         state, target = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, prox
-    else:
+    else:  # a density run holds its flow as "flow.*"
         target = getattr(prox, "flow", prox)
+        if target is not prox and all(k.startswith("flow.") for k in state):
+            state = {k[len("flow."):]: v for k, v in state.items()}
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:

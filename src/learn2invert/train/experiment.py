@@ -201,9 +201,9 @@ def _unrolled():
     return unrolled_solver
 
 
-def _luser():
-    from ..solvers.luser import luser_solver
-    return luser_solver
+def _flow_density():
+    from ..solvers.flow_prox import FlowDensity
+    return FlowDensity
 
 
 def _deq4ip():
@@ -212,8 +212,8 @@ def _deq4ip():
 
 
 # Registry names are the ones `l2i bench memory` writes in its records.
-SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm, "unrolled": _unrolled, "luser": _luser,
-           "deq4ip": _deq4ip}
+SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm, "unrolled": _unrolled, "deq4ip": _deq4ip,
+           "flow_density": _flow_density}
 
 
 def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:

@@ -1,0 +1,177 @@
+"""LUSER's shallow equilibrium regulariser and the DEQ4IP baseline (Guan et al. 2022; Gilton et al. 2021).
+
+**LUSER** is the unrolled proximal-gradient solver of :mod:`learn2invert.solvers.unrolled` with
+:class:`ShallowEquilibriumProx` as its prox (``prox: luser``; shared weights = LUSER-SW,
+one regulariser per fold = LUSER-DW). At fold k, with ``d_k = x_k + mu_k A^T(y - A x_k)``::
+
+    u     = Inject(d_k)                             (once per fold)
+    r*    = Mix(Data(r*) ++ u)                      (fixed point from r = 0, Anderson acceleration)
+    x_k+1 = d_k + r*
+
+Every convolution is spectrally normalised (paper Sec. 4.1) and the fixed point is trained by
+implicit differentiation (:mod:`learn2invert.nn.deq`), so training memory does not grow with
+the number of fixed-point iterations.
+
+**DEQ4IP** makes the whole proximal-gradient step one fixed-point map,
+``x* = prox(x* + mu A^T(y - A x*))``, with a spectrally normalised DnCNN prox, solved to
+convergence with Anderson acceleration and trained implicitly.
+
+**LU-DnCNN** needs no class of its own: ``solver: {name: unrolled, params: {prox: dncnn, shared: true, folds: 8}}``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, sn_conv
+from ..nn.prox_nets import DnCNN
+from ..operators.base import LinearOperator
+from .unrolled import INITS, inverse_softplus, load_pretrained_prox
+
+NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (the paper does not give it)
+
+
+def _solver(settings: dict | None, default_tol: float, default_iter: int) -> FixedPointSolver:
+    return FixedPointSolver(**{"tol": default_tol, "max_iter": default_iter, **(settings or {})})
+
+
+def _summarise(stats: list[FixedPointStats]) -> dict[str, float]:
+    """Mean iterations, mean and worst relative residual over the fixed-point solves of one forward pass."""
+    if not stats:
+        return {}
+    iterations = torch.cat([s.iterations for s in stats]).double()
+    residual = torch.cat([s.residual for s in stats]).double()
+    return {"fp_iterations": float(iterations.mean()), "fp_residual": float(residual.mean()),
+            "fp_residual_max": float(residual.max())}
+
+
+class _EquilibriumMap(nn.Module):
+    """``f(r, u) = Mix(Data(r) ++ u)``: the part of the LUSER regulariser iterated to its fixed point."""
+
+    def __init__(self, channels: int, dims: int, features: int, groups: int) -> None:
+        super().__init__()
+        act = lambda: nn.LeakyReLU(NEGATIVE_SLOPE)  # noqa: E731
+        self.data = nn.Sequential(sn_conv(channels, features, 3, dims), nn.GroupNorm(groups, features), act(),
+                                  sn_conv(features, features, 3, dims), nn.GroupNorm(groups, features), act())
+        both = 2 * features
+        self.mix = nn.Sequential(sn_conv(both, both, 3, dims), nn.GroupNorm(groups, both), act(),
+                                 sn_conv(both, both, 3, dims), nn.GroupNorm(groups, both), act(),
+                                 sn_conv(both, channels, 3, dims))
+
+    def forward(self, r: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
+        return self.mix(torch.cat([self.data(r), injection], dim=1))
+
+
+class ShallowEquilibriumProx(nn.Module):
+    """LUSER's learned proximal update (paper Table 1): ``d -> d + r*`` with ``r* = Mix(Data(r*) ++ Inject(d))``.
+
+    Args:
+        channels: image channels C (the paper's table is for C = 1).
+        dims: 2 or 3 spatial dimensions.
+        features: channels of the injection and data layers (the mix layer has twice as many);
+            the paper uses 32.
+        groups: GroupNorm groups.
+        forward_solver: settings of :class:`~learn2invert.nn.deq.FixedPointSolver` for the
+            forward solve (defaults: Anderson, m = 5, tol = 1e-3, at most 15 iterations).
+        backward_solver: the same for the implicit backward (defaults: tol = 1e-3, at most 10).
+        backward: ``"implicit"`` | ``"jacobian_free"`` | ``"unrolled"`` (reference, memory grows).
+
+    ``(B, C, *S) -> (B, C, *S)``. Each call appends its fixed-point statistics to
+    :attr:`stats` (cleared by :meth:`reset_stats`), so the solver can log them.
+    """
+
+    def __init__(self, channels: int, dims: int = 2, features: int = 32, groups: int = 8,
+                 forward_solver: dict | None = None, backward_solver: dict | None = None,
+                 backward: str = "implicit") -> None:
+        super().__init__()
+        if features % groups or (2 * features) % groups:
+            raise ValueError(f"features ({features}) must be divisible by groups ({groups})")
+        act = lambda: nn.LeakyReLU(NEGATIVE_SLOPE)  # noqa: E731
+        self.inject = nn.Sequential(sn_conv(channels, features, 3, dims), act(), sn_conv(features, features, 3, dims), act())
+        self.equilibrium = DEQFixedPoint(_EquilibriumMap(channels, dims, features, groups),
+                                         forward_solver=_solver(forward_solver, 1e-3, 15),
+                                         backward_solver=_solver(backward_solver, 1e-3, 10), backward=backward)
+        self.stats: list[FixedPointStats] = []
+
+    def reset_stats(self) -> None:
+        self.stats = []
+
+    def diagnostics(self) -> dict[str, float]:
+        return _summarise(self.stats)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        injection = self.inject(d)
+        # The regulariser learns the residual towards the truth, which shrinks as the folds
+        # converge, so every solve starts from r = 0 (paper Sec. 3).
+        r = self.equilibrium(torch.zeros_like(d), injection)
+        self.stats.append(self.equilibrium.last_forward_stats)
+        return d + r
+
+
+class _ProxGradientMap(nn.Module):
+    """``f(x, y, A) = prox(x + mu A^T(y - A x))``: DEQ4IP's fixed-point map."""
+
+    def __init__(self, prox: nn.Module, step_init: float, learn_step: bool) -> None:
+        super().__init__()
+        self.prox = prox
+        raw = torch.tensor(inverse_softplus(float(step_init)))
+        if learn_step:
+            self.step_raw = nn.Parameter(raw)
+        else:
+            self.register_buffer("step_raw", raw)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
+        return self.prox(x + F.softplus(self.step_raw) * operator.A_adjoint(y - operator.A(x)))
+
+
+class DEQ4IP(nn.Module):
+    """Deep equilibrium proximal gradient (Gilton et al. 2021) with a spectrally normalised DnCNN prox.
+
+    Args:
+        channels, dims: image channels and spatial dimensions.
+        depth, features: of the DnCNN prox (17 and 64 in the LUSER paper's comparison).
+        step_init: initial step ``mu`` (units of ``1 / ||A||^2``).
+        learn_step: train ``mu``.
+        init: starting point of the solve: ``"adjoint"``, ``"measurement"`` or ``"zeros"``.
+        forward_solver, backward_solver: :class:`~learn2invert.nn.deq.FixedPointSolver` settings
+            (defaults: Anderson, m = 5, tol = 1e-3, at most 30 forward / 20 backward iterations).
+        backward: ``"implicit"`` | ``"jacobian_free"`` | ``"unrolled"``.
+        pretrained: run folder of a denoiser (a one-fold ``unrolled`` solver with
+            ``prox: dncnn, prox_params: {spectral: true, batch_norm: false}``) whose prox
+            initialises this one.
+
+    Call ``deq(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x*]`` of the image shape.
+    """
+
+    def __init__(self, channels: int, dims: int = 2, depth: int = 17, features: int = 64, step_init: float = 1.0,
+                 learn_step: bool = True, init: str = "adjoint", forward_solver: dict | None = None,
+                 backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None) -> None:
+        super().__init__()
+        if init not in INITS or init == "prox":
+            raise ValueError(f"init must be adjoint, measurement or zeros, got {init!r}")
+        prox = DnCNN(channels, dims=dims, depth=depth, features=features, batch_norm=False, spectral=True)
+        if pretrained:
+            load_pretrained_prox(prox, pretrained)
+        self.init = init
+        self.equilibrium = DEQFixedPoint(_ProxGradientMap(prox, step_init, learn_step),
+                                         forward_solver=_solver(forward_solver, 1e-3, 30),
+                                         backward_solver=_solver(backward_solver, 1e-3, 20), backward=backward)
+        self.stats: list[FixedPointStats] = []
+
+    def diagnostics(self) -> dict[str, float]:
+        return _summarise(self.stats)
+
+    def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
+                steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
+        if not torch.isfinite(y).all():
+            raise ValueError("the measurements y contain NaN or Inf")
+        if x0 is None:
+            aty = operator.A_adjoint(y)
+            x0 = {"adjoint": aty, "zeros": torch.zeros_like(aty), "measurement": y}[self.init]
+        x = self.equilibrium(x0, y, operator)
+        self.stats = [self.equilibrium.last_forward_stats]
+        return [x]
+
+
+__all__ = ["DEQ4IP", "ShallowEquilibriumProx"]
