@@ -49,3 +49,16 @@ def test_compare_refuses_runs_of_different_problems(runs, tmp_path, capsys):
         "solver.params.conv_channels=4", "solver.params.hidden_channels=4", "train.epochs=1"))
     assert main(["bench", "compare", f"a={runs['rim']}", f"b={other}", "--out", str(tmp_path / "x")]) == 2
     assert "differ in their 'data' config" in capsys.readouterr().err
+
+
+def test_compare_scores_out_of_distribution_with_set_overrides(runs, tmp_path):
+    out = tmp_path / "ood"
+    base = ["bench", "compare", f"rim={runs['rim']}", "--samples", "4", "--no-tv"]
+    assert main(base + ["--out", str(tmp_path / "in")]) == 0
+    assert main(base + ["--out", str(out), "--set", "operator.noise_sigma=0.05", "--set", "operator.acceleration=8"]) == 0
+    inside = json.loads((tmp_path / "in.json").read_text())
+    outside = json.loads(out.with_suffix(".json").read_text())
+    assert outside["operator"]["noise_sigma"] == 0.05 and outside["operator"]["acceleration"] == 8
+    # Ten times the noise and half the samples: the zero-filled input gets worse.
+    assert outside["methods"]["zero-filled"]["psnr"]["mean"] < inside["methods"]["zero-filled"]["psnr"]["mean"] - 1
+    assert main(base + ["--out", str(out), "--set", "solver.name=unet"]) == 2

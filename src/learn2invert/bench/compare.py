@@ -12,6 +12,7 @@ Writes ``OUT.json`` (``{method: {"psnr", "ssim", "nmse"}}`` means plus per-metho
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -44,6 +45,26 @@ def _check_same_problem(configs: dict[str, dict]) -> dict:
     return first
 
 
+def with_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """``config`` with ``key=value`` overrides of its ``data`` / ``operator`` sections, checked like a config file.
+
+    This is how a model is scored out of distribution: other noise, another hole or blur
+    (``operator.*``), or another image family (``data.name=ellipses``).
+    """
+    from ..train.config import DEFAULTS, _merge, parse_override
+
+    user = copy.deepcopy(config)
+    for item in overrides:
+        keys, value = parse_override(item)
+        if keys[0] not in ("data", "operator"):
+            raise ValueError(f"--set may change only data.* and operator.* (the test problem), got {item!r}")
+        node = user
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return _merge(DEFAULTS, user)
+
+
 def _batches(config: dict, split: str, seed: int, samples: int | None, batch_size: int = 8):
     """Yield ``(x, y, op, sigma)`` for ``split`` with measurements drawn from a fixed seed."""
     dataset = build_dataset(config, split)
@@ -58,8 +79,11 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
 
 def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, samples: int | None = None,
             show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None,
-            tv_validation_samples: int | None = None) -> dict:
+            tv_validation_samples: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Score every run and the classical baselines on the same measurements of ``split``.
+
+    ``overrides`` (``key=value`` on ``data.*`` / ``operator.*``) change the test problem, e.g. for
+    out-of-distribution scoring; the TV weight is then chosen on the changed problem's validation split.
 
     Returns ``{"methods": {name: {metric: {"mean", "std"}}}, "seconds": {name: s}, "tv_weight": lam,
     "example": {name: (C, H, W) tensor of one sample}, "config": config}``.
@@ -72,7 +96,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
     for name, run_dir in runs.items():
         solver, config, _, _ = load_solver(run_dir)
         solvers[name], configs[name] = solver, config
-    config = _check_same_problem(configs)
+    config = with_overrides(_check_same_problem(configs), overrides)
     data_range = config["data"]["data_range"]
     baseline = _adjoint_name(config)
 
@@ -154,7 +178,8 @@ def write(result: dict, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"methods": result["methods"], "seconds_per_sample": result["seconds_per_sample"],
-               "tv_weight": result["tv_weight"], "samples": result["samples"], "split": result["split"]}
+               "tv_weight": result["tv_weight"], "samples": result["samples"], "split": result["split"],
+               "data": result["config"]["data"], "operator": result["config"]["operator"]}
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(payload, indent=1))
     out.with_suffix(".md").write_text(markdown_table(result) + "\n")
@@ -171,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tv", action="store_true", help="skip the TV baseline")
     parser.add_argument("--tv-iterations", type=int, default=TV_ITERATIONS, help=f"FISTA iterations (default {TV_ITERATIONS})")
     parser.add_argument("--tv-grid", type=float, nargs="+", help="candidate TV weights (default: 13 log-spaced values)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the test problem (data.* / operator.*), e.g. operator.noise_sigma=0.25 or data.name=ellipses")
     args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:
@@ -179,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
         runs[name] = path
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
-                     tv_grid=args.tv_grid)
+                     tv_grid=args.tv_grid, overrides=args.overrides)
     path = write(result, args.out)
     print(markdown_table(result))
     if result["tv_weight"] is not None:
