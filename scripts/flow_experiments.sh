@@ -20,8 +20,8 @@ train runs/flow_prior configs/flow_prior.yaml --set "train.time_limit_minutes=${
 train runs/flow_denoiser_resnet configs/flow_denoiser.yaml --set "train.time_limit_minutes=${MINUTES}"
 train runs/flow_denoiser_unet configs/flow_denoiser.yaml --set "train.time_limit_minutes=${MINUTES}" \
   --set "solver.params={prox: unet, folds: 1, init: measurement, learn_step: false}"
-RESNET="prox: resnet, folds: 4, init: measurement, scalar_lr: 0.01, prox_params: {features: 64}"
-UNET="prox: unet, folds: 4, init: measurement, scalar_lr: 0.01"
+RESNET="prox: resnet, folds: 4, init: measurement, step_init: 0.5, scalar_lr: 0.01, prox_params: {features: 64}"
+UNET="prox: unet, folds: 4, init: measurement, step_init: 0.5, scalar_lr: 0.01"
 for task in $TASKS; do
   cfg=configs/flow_${task}.yaml
   common=(--set "train.time_limit_minutes=${MINUTES}")

@@ -12,6 +12,8 @@ peak leaks between records:
 - ``step_seconds``: wall time of the measured step (after one warm-up step).
 
 Run ``l2i bench memory --json OUT.json [--quick]``; a PNG plot is written next to the JSON.
+``l2i bench memory --configs LABEL=CONFIG ...`` measures experiment configs instead (any solver;
+per-sample cost and the largest batch in a budget): see :mod:`learn2invert.bench.config_memory`.
 """
 from __future__ import annotations
 
@@ -220,10 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2D only, T in {1, 8}, two depths (about two minutes)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per measurement")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one JSON spec and print the record
+    parser.add_argument("--configs", nargs="+", metavar="LABEL=CONFIG[:KEY=VALUE,...]",
+                        help="instead of the i-RIM grid: one training step of each config's own solver and problem at "
+                             "two batch sizes, the per-sample cost and the largest batch in --budget-mb")
+    parser.add_argument("--batches", type=int, nargs=2, default=(1, 4), help="the two batch sizes of --configs")
+    parser.add_argument("--budget-mb", type=float, default=1024, help="memory budget of --configs (MB)")
+    parser.add_argument("--check-up-to", type=int, default=64, help="check the derived largest batch by a real step up to this size")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
         return 0
+    if args.configs:
+        return _main_configs(args)
     records = run_grid(grid(args.quick, args.threads))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     plot(records, out.with_suffix(".png"))
     print(markdown_table(records))
     print(f"wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _main_configs(args) -> int:
+    from . import config_memory
+
+    rows = config_memory.run_configs(args.configs, tuple(args.batches), args.budget_mb, threads=args.threads,
+                                     check_up_to=args.check_up_to)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    out.with_suffix(".md").write_text(config_memory.markdown_table(rows) + "\n")
+    print(config_memory.markdown_table(rows))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
