@@ -3,7 +3,8 @@
 Every operator is an ``nn.Module`` with ``A(x)``, ``A_adjoint(y)`` and ``A_adjoint_A(x)``.
 """
 from . import masks
-from .base import LinearOperator, adjoint_mismatch, check_tensor
+from .base import (LinearOperator, adjoint_mismatch, check_finite, check_measurements, check_parameter_dtype,
+                   check_tensor)
 from .likelihood import likelihood_gradient
 from .noise import add_gaussian_noise, quantize
 from .gradient import FiniteDifference

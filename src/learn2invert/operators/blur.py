@@ -67,12 +67,12 @@ class GaussianBlur(LinearOperator):
         return f"kernel_size={self.kernel_size}, sigma={self.sigma}, padding={self.padding!r}"
 
     def _check(self, t: torch.Tensor, name: str) -> None:
-        check_tensor(t, name, "(B, C, H, W)", ndims=(4,))
+        check_tensor(t, name, "(B, C, H, W)", ndims=(4,), owner=type(self).__name__)
         radius = self.kernel_size // 2
         if self.padding == "circular" and min(t.shape[-2:]) < radius:
             raise ValueError(
-                f"{name} of shape {tuple(t.shape)} is too small for a circular blur with kernel_size "
-                f"{self.kernel_size}: H and W must be >= {radius}"
+                f"{type(self).__name__}: {name} of shape {tuple(t.shape)} is too small for a circular blur with "
+                f"kernel_size {self.kernel_size}: H and W must be >= {radius} in (B, C, H, W)"
             )
 
     def _weight(self, t: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from .base import LinearOperator, check_tensor
+from .base import LinearOperator, check_tensor, compute_dtype
 
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
@@ -163,9 +163,10 @@ class ParallelBeamCT(LinearOperator):
 
     Shapes: ``A`` maps ``(B, C, N, N)`` to sinograms ``(B, C, n_angles, n_detectors)`` of line
     integrals in pixel units; ``A_adjoint`` maps back. Both work in float32 and float64 on CPU and
-    CUDA. The system matrices are non-persistent buffers (rebuilt from the three arguments, never
-    saved in a ``state_dict``) and follow ``.to(device)`` / ``.double()``. Inputs of another
-    floating dtype than the module are accepted too: the matrices are cast to it once and cached.
+    CUDA; float16 / bfloat16 inputs are computed in float32 and give float32 results. The system
+    matrices are non-persistent buffers (rebuilt from the three arguments, never saved in a
+    ``state_dict``) and follow ``.to(device)`` / ``.double()``. Inputs of another floating dtype
+    than the module are accepted too: the matrices are cast to it once and cached.
     Weights are computed in float64 and stored in the default dtype, so ``.double()`` after
     building in float32 keeps float32-rounded weights (relative change < 1e-7; the adjoint stays
     exact because both matrices hold the same rounded values); build under
@@ -220,18 +221,23 @@ class ParallelBeamCT(LinearOperator):
 
     def _check_image(self, x: torch.Tensor) -> None:
         n = self.image_size
-        check_tensor(x, "image x", f"(B, C, {n}, {n})", ndims=(4,), spatial=(n, n))
+        check_tensor(x, "image x", f"(B, C, {n}, {n})", ndims=(4,), spatial=(n, n), owner=type(self).__name__)
 
     def _check_sinogram(self, y: torch.Tensor, name: str = "sinogram y") -> None:
         check_tensor(y, name, f"(B, C, {self.n_angles}, {self.n_detectors}) = (B, C, n_angles, n_detectors)",
-                     ndims=(4,), spatial=(self.n_angles, self.n_detectors))
+                     ndims=(4,), spatial=(self.n_angles, self.n_detectors), owner=type(self).__name__)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Project images ``(B, C, N, N)`` to sinograms ``(B, C, n_angles, n_detectors)``."""
         self._check_image(x)
-        matrix, matrix_t = self._matrices(x)
         b, c = x.shape[:2]
-        flat = x.reshape(b * c, -1).t()
+        if b == 0:
+            return x.new_zeros((0, c, self.n_angles, self.n_detectors), dtype=compute_dtype(x.dtype))
+        # Sparse CSR products have no float16 / bfloat16 kernels on CPU: those inputs are
+        # projected in float32 and the result stays float32 (as the FFTs of operators.fft do).
+        work = x.to(compute_dtype(x.dtype))
+        matrix, matrix_t = self._matrices(work)
+        flat = work.reshape(b * c, -1).t()
         y = _SparseProduct.apply(flat, matrix, matrix_t)
         return y.t().reshape(b, c, self.n_angles, self.n_detectors)
 
@@ -239,9 +245,12 @@ class ParallelBeamCT(LinearOperator):
         """Back-project sinograms ``(B, C, n_angles, n_detectors)`` to images ``(B, C, N, N)``
         with the exact transpose of :meth:`A` (no filtering, no scaling)."""
         self._check_sinogram(y)
-        matrix, matrix_t = self._matrices(y)
         b, c = y.shape[:2]
-        flat = y.reshape(b * c, -1).t()
+        if b == 0:
+            return y.new_zeros((0, c, self.image_size, self.image_size), dtype=compute_dtype(y.dtype))
+        work = y.to(compute_dtype(y.dtype))
+        matrix, matrix_t = self._matrices(work)
+        flat = work.reshape(b * c, -1).t()
         x = _SparseProduct.apply(flat, matrix_t, matrix)
         return x.t().reshape(b, c, self.image_size, self.image_size)
 
@@ -291,8 +300,11 @@ class ParallelBeamCT(LinearOperator):
         ``radon``: 28.1 / 29.9 dB).
         """
         self._check_sinogram(y)
-        response = self.fbp_filter(filter, dtype=y.dtype, device=y.device)
+        if y.shape[0] == 0:
+            return y.new_zeros((0, y.shape[1], self.image_size, self.image_size), dtype=compute_dtype(y.dtype))
+        work = y.to(compute_dtype(y.dtype))
+        response = self.fbp_filter(filter, dtype=work.dtype, device=y.device)
         size = 2 * (response.shape[0] - 1)
-        filtered = torch.fft.irfft(torch.fft.rfft(y, n=size, dim=-1) * response, n=size, dim=-1)
+        filtered = torch.fft.irfft(torch.fft.rfft(work, n=size, dim=-1) * response, n=size, dim=-1)
         filtered = filtered[..., : self.n_detectors]
         return self.A_adjoint(filtered) * (math.pi / self.n_angles)

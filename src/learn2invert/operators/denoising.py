@@ -17,13 +17,13 @@ class Denoising(LinearOperator):
     """
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        check_tensor(x, "x", _LAYOUT, ndims=tuple(range(2, 9)))
+        check_tensor(x, "x", _LAYOUT, ndims=tuple(range(2, 9)), owner=type(self).__name__)
         return x
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        check_tensor(y, "y", _LAYOUT, ndims=tuple(range(2, 9)))
+        check_tensor(y, "y", _LAYOUT, ndims=tuple(range(2, 9)), owner=type(self).__name__)
         return y
 
     def A_adjoint_A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        check_tensor(x, "x", _LAYOUT, ndims=tuple(range(2, 9)))
+        check_tensor(x, "x", _LAYOUT, ndims=tuple(range(2, 9)), owner=type(self).__name__)
         return x

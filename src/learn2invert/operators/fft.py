@@ -4,6 +4,10 @@ A complex image or k-space is a real tensor ``(B, 2, ...)`` whose channels are (
 The transforms follow fastMRI's ``fft2c``: ``ifftshift`` -> ``fftn(norm="ortho")`` -> ``fftshift``,
 so the zero frequency sits at index ``n // 2`` of each transformed axis and the transform is
 unitary (``ifft2c`` is both its inverse and its adjoint, and it preserves the l2 norm).
+
+Mixed precision: PyTorch has no bfloat16 FFT (and no half-precision FFT on the CPU), so the
+transforms take float16/bfloat16 inputs (as autocast makes them) in float32, with autocast off,
+and return float32; float32 and float64 inputs keep their precision.
 """
 from __future__ import annotations
 
@@ -62,22 +66,33 @@ def _check(x: torch.Tensor, ndim: int, name: str) -> None:
     check_tensor(x, name, layout, ndims=ndims, channels=2)
 
 
-def fftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
-    """Centred orthonormal FFT over the last ``ndim`` axes of a 2-channel tensor (shape kept)."""
-    _check(x, ndim, "image x")
+def _centred_fft(x: torch.Tensor, ndim: int, inverse: bool) -> torch.Tensor:
+    """The shared body of :func:`fftnc` / :func:`ifftnc`; half-precision input runs in float32."""
     dims = _spatial_dims(ndim)
-    z = torch.fft.ifftshift(to_complex(x), dim=dims)
-    z = torch.fft.fftn(z, dim=dims, norm="ortho")
-    return from_complex(torch.fft.fftshift(z, dim=dims))
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        z = torch.fft.ifftshift(to_complex(x), dim=dims)
+        z = (torch.fft.ifftn if inverse else torch.fft.fftn)(z, dim=dims, norm="ortho")
+        return from_complex(torch.fft.fftshift(z, dim=dims))
+
+
+def fftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
+    """Centred orthonormal FFT over the last ``ndim`` axes of a 2-channel tensor (shape kept).
+
+    float16/bfloat16 input is transformed in float32 and the result is float32.
+    """
+    _check(x, ndim, "image x")
+    return _centred_fft(x, ndim, inverse=False)
 
 
 def ifftnc(y: torch.Tensor, ndim: int = 2) -> torch.Tensor:
-    """Centred orthonormal inverse FFT over the last ``ndim`` axes; inverse and adjoint of :func:`fftnc`."""
+    """Centred orthonormal inverse FFT over the last ``ndim`` axes; inverse and adjoint of :func:`fftnc`.
+
+    float16/bfloat16 input is transformed in float32 and the result is float32.
+    """
     _check(y, ndim, "k-space y")
-    dims = _spatial_dims(ndim)
-    z = torch.fft.ifftshift(to_complex(y), dim=dims)
-    z = torch.fft.ifftn(z, dim=dims, norm="ortho")
-    return from_complex(torch.fft.fftshift(z, dim=dims))
+    return _centred_fft(y, ndim, inverse=True)
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ class FiniteDifference(LinearOperator):
     """
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        check_tensor(x, "x", "(B, C, H, W) or (B, C, D, H, W)", ndims=(4, 5))
+        check_tensor(x, "x", "(B, C, H, W) or (B, C, D, H, W)", ndims=(4, 5), owner=type(self).__name__)
         parts = []
         for axis in range(2, x.dim()):
             d = torch.zeros_like(x)
@@ -25,9 +25,12 @@ class FiniteDifference(LinearOperator):
         return torch.stack(parts, dim=2)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        check_tensor(y, "gradient field y", "(B, C, 2, H, W) or (B, C, 3, D, H, W)", ndims=(5, 6))
+        check_tensor(y, "gradient field y", "(B, C, 2, H, W) or (B, C, 3, D, H, W)", ndims=(5, 6),
+                     owner=type(self).__name__)
         if y.shape[2] != y.dim() - 3:
-            raise ValueError(f"gradient field y must have {y.dim() - 3} components in dim 2, got shape {tuple(y.shape)}")
+            raise ValueError(f"{type(self).__name__}: gradient field y must have shape (B, C, 2, H, W) or "
+                             f"(B, C, 3, D, H, W), i.e. {y.dim() - 3} components in dim 2 for {y.dim() - 3} "
+                             f"spatial dims, got {tuple(y.shape)}")
         out = torch.zeros_like(y[:, :, 0])
         for k in range(y.shape[2]):
             axis = 2 + k

@@ -72,13 +72,13 @@ class Inpainting(LinearOperator):
         sizes = (1,) * (4 - self.mask.dim()) + tuple(self.mask.shape)
         dims = ", ".join(letter if size == 1 else str(size) for letter, size in zip("BCHW", sizes))
         layout = f"({dims}) (mask of shape {tuple(self.mask.shape)} broadcast over B, C, H, W)"
-        check_tensor(t, name, layout, ndims=(4,))
+        check_tensor(t, name, layout, ndims=(4,), owner=type(self).__name__)
         try:
             shape = torch.broadcast_shapes(self.mask.shape, t.shape)
         except RuntimeError:
             shape = None
         if shape != t.shape:
-            raise ValueError(f"{name} must have shape {layout}, got {tuple(t.shape)}")
+            raise ValueError(f"{type(self).__name__}: {name} must have shape {layout}, got {tuple(t.shape)}")
 
     def _apply_mask(self, t: torch.Tensor) -> torch.Tensor:
         # torch.where writes +0 at missing pixels; t * mask would give -0 for negative values,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import LinearOperator, check_tensor
+from .base import LinearOperator, check_tensor, compute_dtype
 from .fft import fftnc, ifftnc
 
 __all__ = ["SingleCoilMRI"]
@@ -57,12 +57,13 @@ class SingleCoilMRI(LinearOperator):
 
     def _check(self, t: torch.Tensor, name: str) -> torch.Tensor:
         """Validate ``t`` and return the mask ready to broadcast against it."""
-        check_tensor(t, name, _LAYOUT, ndims=(4, 5), channels=2)
+        check_tensor(t, name, _LAYOUT, ndims=(4, 5), channels=2, owner=type(self).__name__)
         mask = self.mask
         expected = ("(B, 2, H, W)" if t.dim() == 4 else "(B, 2, D, H, W)") + f" = {tuple(t.shape)}"
         hint = (
-            f"mask of shape {tuple(mask.shape)} must broadcast to the k-space {expected} with size 1 "
-            "on the channel axis, e.g. (W,), (H, W), (1, 1, H, W)" + (" or (D, H, W)" if t.dim() == 5 else "")
+            f"{type(self).__name__}: {name} of shape {tuple(t.shape)} does not fit the sampling mask: mask of "
+            f"shape {tuple(mask.shape)} must broadcast to the k-space {expected} with size 1 on the channel axis, "
+            "e.g. (W,), (H, W), (1, 1, H, W)" + (" or (D, H, W)" if t.dim() == 5 else "")
         )
         if mask.dim() > t.dim():
             raise ValueError(hint)
@@ -83,20 +84,33 @@ class SingleCoilMRI(LinearOperator):
         # leave -0 wherever k was negative, which leaks into sign-sensitive code downstream.
         return torch.where(mask, k, k.new_zeros(()))
 
+    # An empty batch returns at once (the FFT backends reject it). float16 / bfloat16 input is
+    # transformed in float32 and the result stays float32, as with fftnc (no half FFT on CPU,
+    # none for bfloat16 at all; under autocast the data term keeps float32 precision).
+
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Image ``(B, 2, [D,] H, W)`` -> masked centred k-space of the same shape."""
         mask = self._check(x, "image x")
-        return self._mask_kspace(mask, fftnc(x, x.dim() - 2))
+        if x.shape[0] == 0:
+            return x.to(compute_dtype(x.dtype), copy=True)
+        k = fftnc(x.to(compute_dtype(x.dtype)), x.dim() - 2)
+        return self._mask_kspace(mask, k)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """k-space ``(B, 2, [D,] H, W)`` -> zero-filled image ``F^H M y`` of the same shape."""
         mask = self._check(y, "k-space y")
-        return ifftnc(self._mask_kspace(mask, y), y.dim() - 2)
+        if y.shape[0] == 0:
+            return y.to(compute_dtype(y.dtype), copy=True)
+        work = y.to(compute_dtype(y.dtype))
+        return ifftnc(self._mask_kspace(mask, work), y.dim() - 2)
 
     def A_adjoint_A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """``F^H M F x``: one mask pass instead of two (``M`` is a projection, ``M^T M = M``)."""
         mask = self._check(x, "image x")
-        return ifftnc(self._mask_kspace(mask, fftnc(x, x.dim() - 2)), x.dim() - 2)
+        if x.shape[0] == 0:
+            return x.to(compute_dtype(x.dtype), copy=True)
+        work = x.to(compute_dtype(x.dtype))
+        return ifftnc(self._mask_kspace(mask, fftnc(work, x.dim() - 2)), x.dim() - 2)
 
     def extra_repr(self) -> str:
         sampled = float(self.mask.float().mean()) if self.mask.numel() else 0.0

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .base import LinearOperator, check_tensor
+from .base import LinearOperator, check_tensor, compute_dtype
 
 _KINDS = ("gaussian", "bernoulli", "fourier")
 
@@ -153,10 +153,14 @@ class RandomProjection(LinearOperator):
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Project ``x`` of shape ``(B, *image_shape)``; returns ``(B, m)`` or ``(B, 2, m)`` (fourier)."""
         layout = "(B, " + ", ".join(str(s) for s in self.image_shape) + ")"
-        check_tensor(x, "x", layout, ndims=(4,), spatial=self.image_shape)
+        check_tensor(x, "x", layout, ndims=(4,), spatial=self.image_shape, owner=type(self).__name__)
         flat = x.reshape(x.shape[0], self.n)
         if self.kind == "fourier":
-            spectrum = torch.fft.fft(flat, norm="ortho")[:, self.rows]
+            if x.shape[0] == 0:  # the FFT backends reject an empty batch
+                return x.new_zeros((0, 2, self.m), dtype=compute_dtype(x.dtype))
+            # No half-precision FFT on CPU (none at all for bfloat16): float16 / bfloat16 input is
+            # transformed in float32 and the result stays float32, as with operators.fft.
+            spectrum = torch.fft.fft(flat.to(compute_dtype(x.dtype)), norm="ortho")[:, self.rows]
             if self.scale != 1.0:
                 spectrum = spectrum * self.scale
             return torch.stack((spectrum.real, spectrum.imag), dim=1)
@@ -166,15 +170,18 @@ class RandomProjection(LinearOperator):
         """Adjoint of :meth:`A`: ``y`` of shape ``(B, m)`` or ``(B, 2, m)`` (fourier) to ``(B, *image_shape)``."""
         layout = self._measurement_layout()
         if self.kind == "fourier":
-            check_tensor(y, "y", layout, ndims=(3,), channels=2, spatial=(self.m,))
+            check_tensor(y, "y", layout, ndims=(3,), channels=2, spatial=(self.m,), owner=type(self).__name__)
+            if y.shape[0] == 0:
+                return y.new_zeros((0, *self.image_shape), dtype=compute_dtype(y.dtype))
             # Zero-filling the unmeasured rows and applying the unitary inverse DFT is F_rows^H;
             # the real part is the adjoint for the real inner product on (real, imag) channels.
-            values = torch.complex(y[:, 0], y[:, 1])
+            work = y.to(compute_dtype(y.dtype))
+            values = torch.complex(work[:, 0], work[:, 1])
             spectrum = values.new_zeros(y.shape[0], self.n).index_copy(1, self.rows, values)
             flat = torch.fft.ifft(spectrum, norm="ortho").real
             if self.scale != 1.0:
                 flat = flat * self.scale
         else:
-            check_tensor(y, "y", layout, ndims=(2,), spatial=(self.m,))
+            check_tensor(y, "y", layout, ndims=(2,), spatial=(self.m,), owner=type(self).__name__)
             flat = y @ self.matrix.to(y.dtype)
         return flat.reshape(y.shape[0], *self.image_shape)

@@ -143,11 +143,13 @@ class SuperResolution(LinearOperator):
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Downscale ``x`` of shape ``(B, C, H, W)`` to ``(B, C, H / f, W / f)``."""
-        check_tensor(x, "x", "(B, C, H, W) with H and W divisible by the factor", ndims=(4,))
+        check_tensor(x, "x", f"(B, C, H, W) with H and W divisible by factor {self.factor}", ndims=(4,),
+                     owner=type(self).__name__)
         b, c, h, w = x.shape
         f = self.factor
         if h % f or w % f or h == 0 or w == 0:
-            raise ValueError(f"x must have shape (B, C, H, W) with H and W divisible by factor {f}, got {tuple(x.shape)}")
+            raise ValueError(f"{type(self).__name__}: x must have shape (B, C, H, W) with H and W divisible by "
+                             f"factor {f}, got {tuple(x.shape)}")
         taps = self.taps.to(x.dtype)
         t = x.reshape(b * c, 1, h, w)
         t = F.conv2d(self._pad(t, 2), taps.view(1, 1, -1, 1), stride=(f, 1))
@@ -156,7 +158,8 @@ class SuperResolution(LinearOperator):
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Adjoint of :meth:`A`: ``y`` of shape ``(B, C, h, w)`` to ``(B, C, f h, f w)``."""
-        check_tensor(y, "y", "(B, C, H / factor, W / factor)", ndims=(4,))
+        check_tensor(y, "y", f"(B, C, H / factor, W / factor), factor {self.factor}", ndims=(4,),
+                     owner=type(self).__name__)
         b, c, h, w = y.shape
         f = self.factor
         taps = self.taps.to(y.dtype)

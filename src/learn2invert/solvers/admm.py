@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.conv_gru import conv_nd
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
 from .classical import conjugate_gradient
 
 
@@ -56,7 +56,8 @@ class ADMMNet(nn.Module):
             where ``A^T A`` is a projection; more for blur or CT).
 
     Call ``admm(y, operator, x0=None, steps=None, sigma=None)``: ``x0`` defaults to ``A^T y``;
-    ``steps`` may be at most K (untied stages); ``sigma`` is accepted and unused.
+    ``steps`` may be at most K (untied stages); ``sigma`` is accepted and unused. ``y`` and ``x0``
+    must be finite and in the parameters' dtype (``ValueError`` otherwise).
     """
 
     def __init__(self, channels: int = 2, dims: int = 2, stages: int = 8, features: int = 32, rho_init: float = 1.0,
@@ -82,10 +83,19 @@ class ADMMNet(nn.Module):
         steps = self.stages if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.stages:
             raise ValueError(f"steps must be an int in [1, {self.stages}] (untied stages), got {steps!r}")
+        check_measurements(y, "ADMMNet")
+        check_parameter_dtype(self, y, "measurements y", "ADMMNet")
         aty = operator.A_adjoint(y)
-        if aty.dim() != self.dims + 2 or aty.shape[1] != self.channels:
+        if aty.dim() != self.dims + 2 or aty.shape[1] != self.channels or 0 in aty.shape[1:]:
             raise ValueError(f"this ADMM-Net (dims={self.dims}, channels={self.channels}) needs images (B, C, ...) with "
                              f"C={self.channels}; A_adjoint(y) has shape {tuple(aty.shape)}")
+        check_parameter_dtype(self, aty, "A_adjoint(y)", "ADMMNet")
+        if x0 is not None:
+            if not isinstance(x0, torch.Tensor) or x0.shape != aty.shape or x0.dtype != aty.dtype:
+                got = f"{tuple(x0.shape)} {x0.dtype}" if isinstance(x0, torch.Tensor) else type(x0).__name__
+                raise ValueError(f"ADMMNet: x0 must have the shape and dtype of A_adjoint(y), {tuple(aty.shape)} "
+                                 f"{aty.dtype}; got {got}")
+            check_finite(x0, "x0", "ADMMNet")
         z = aty if x0 is None else x0
         u = torch.zeros_like(z)
         rho, eta = F.softplus(self.rho_raw), F.softplus(self.eta_raw)

@@ -7,11 +7,12 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, check_tensor, compute_dtype
 from ..operators.gradient import FiniteDifference
 
 
@@ -40,6 +41,21 @@ def conjugate_gradient(
     Returns:
         x with the shape of b.
     """
+    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != b.shape):
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"conjugate_gradient: x0 must have the shape of b {tuple(b.shape)}, got {got}")
+    # CG is linear in (b, x0): run it on data divided by a power of two per sample, which is exact
+    # in floating point, so that its inner products (squares of the data) cannot overflow for
+    # large-valued data (|b| above about 1e19 in float32); the result is scaled back at the end.
+    scale = None
+    if b.dim() >= 2 and b.numel():
+        dims = tuple(range(1, b.dim()))
+        peak = b.detach().abs().amax(dim=dims, keepdim=True)
+        if x0 is not None:
+            peak = torch.maximum(peak, x0.detach().abs().amax(dim=dims, keepdim=True))
+        scale = torch.where(peak > 0, torch.exp2(torch.floor(torch.log2(peak))), torch.ones_like(peak))
+        b = b / scale
+        x0 = None if x0 is None else x0 / scale
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply_matrix(x)
     p = r.clone()
@@ -58,7 +74,7 @@ def conjugate_gradient(
         beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
         p = r + beta * p
         rr = rr_new
-    return x
+    return x if scale is None else x * scale
 
 
 def normal_operator_norm(operator: LinearOperator, x_like: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
@@ -100,13 +116,30 @@ def tikhonov(
         tolerance: CG stops once every sample's residual is below ``tolerance * ||A^T y||``.
 
     Returns:
-        The estimate, shape of ``A^T y``.
+        The estimate, shape and dtype of ``A^T y``. float16 / bfloat16 data are solved in float32
+        (their CG inner products overflow from about 256 x 256 pixels on) and rounded back.
+
+    Raises ``ValueError`` for non-finite ``y`` or ``x0`` and an ``x0`` not shaped like ``A^T y``.
     """
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
+    try:
+        lam_value = float(lam)
+    except (TypeError, ValueError, RuntimeError):
+        lam_value = math.nan
+    if isinstance(lam, bool) or not (math.isfinite(lam_value) and lam_value >= 0):
+        raise ValueError(f"tikhonov: lam must be a finite number >= 0, got {lam!r}")
     if regulariser not in ("gradient", "identity"):
         raise ValueError(f"regulariser must be 'gradient' or 'identity', got {regulariser!r}")
+    check_measurements(y, "tikhonov")
+    dtype = y.dtype
+    y = y.to(compute_dtype(dtype))
     rhs = operator.A_adjoint(y)
+    if x0 is not None:
+        expected = f"{tuple(rhs.shape)} (that of A_adjoint(y))"
+        check_tensor(x0, "x0", expected, ndims=(rhs.dim(),), owner="tikhonov")
+        if x0.shape != rhs.shape:
+            raise ValueError(f"tikhonov: x0 must have the image shape {expected}, got {tuple(x0.shape)}")
+        check_finite(x0, "x0", "tikhonov")
+        x0 = x0.to(rhs.dtype)
     if regulariser == "gradient":
         grad = FiniteDifference()
 
@@ -117,4 +150,5 @@ def tikhonov(
         def normal(x: torch.Tensor) -> torch.Tensor:
             return operator.A_adjoint_A(x) + lam * x
 
-    return conjugate_gradient(normal, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
+    x = conjugate_gradient(normal, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
+    return x.to(dtype)

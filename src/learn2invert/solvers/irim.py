@@ -26,7 +26,7 @@ from torch import nn
 
 from ..nn.invertible import invertible_sequence, local_backward
 from ..nn.irim_layers import IRIMLayer
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
 
 MEMORY_MODES = ("invertible", "autograd")
 # A 10-layer "fanned" pattern of downsampling factors per step (paper Sec. 3.3: 10 invertible
@@ -168,18 +168,22 @@ class IRIM(nn.Module):
         """``A^T (y - A eta) / (sigma^2 + eps)``, shape of ``eta``."""
         ax = operator.A(eta)
         if ax.shape != y.shape:
-            raise ValueError(f"A(x) has shape {tuple(ax.shape)} but y has shape {tuple(y.shape)}")
+            raise ValueError(f"{type(self).__name__}: A(x) has shape {tuple(ax.shape)} but y has shape "
+                             f"{tuple(y.shape)}; x0 must have the image shape (B, C, ...) of A_adjoint(y)")
         return operator.A_adjoint(y - ax) / (sigma2 + self.eps)
 
     def _check(self, x0: torch.Tensor, steps: int) -> None:
         layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
-        if not x0.is_floating_point() or x0.dim() != self.dims + 2 or x0.shape[1] != self.channels:
+        if (not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.dim() != self.dims + 2
+                or x0.shape[1] != self.channels or 0 in x0.shape[1:]):
+            got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
             raise ValueError(f"this i-RIM (dims={self.dims}, channels={self.channels}) needs real images of shape {layout}"
-                             f" with C={self.channels}; the image (x0, or A_adjoint(y)) has shape {tuple(x0.shape)}")
+                             f" with C={self.channels}; the image (x0, or A_adjoint(y)) has shape {got}")
+        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y))", "IRIM")
         factor = max(self.downsampling)
         if any(n % factor for n in x0.shape[-2:]):
-            raise ValueError(f"image height and width must be divisible by the largest downsampling factor {factor}, "
-                             f"got {tuple(x0.shape[-2:])}")
+            raise ValueError(f"IRIM: images must have shape {layout} with H and W divisible by the largest "
+                             f"downsampling factor {factor}; the image has shape {tuple(x0.shape)}")
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.steps:
             raise ValueError(f"steps must be an int in [1, {self.steps}] (untied weights per step), got {steps!r}")
 
@@ -213,12 +217,23 @@ class IRIM(nn.Module):
             on the last step).
         """
         steps = self.steps if steps is None else steps
+        check_measurements(y, "IRIM")
+        check_parameter_dtype(self, y, "measurements y", "IRIM")
+        given = x0 is not None
         if x0 is None:
             x0 = operator.A_adjoint(y)
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check(x0, steps)
+        if given:
+            if x0.shape[0] != y.shape[0]:
+                raise ValueError(f"IRIM: x0 of shape {tuple(x0.shape)} has another batch size than y {tuple(y.shape)}; "
+                                 "x0 must have the image shape (B, C, ...) of A_adjoint(y)")
+            check_finite(x0, "x0", "IRIM")
         sigma2 = self._noise_variance(sigma, x0)
+        if x0.shape[0] == 0:  # empty batch: nothing to run (the invertible layers reject B = 0)
+            kept = 1 if self.memory == "invertible" and torch.is_grad_enabled() else steps
+            return [x0.clone() for _ in range(kept)]
         pad = x0.new_zeros((x0.shape[0], self.state_channels - self.channels, *x0.shape[2:]))
         h = torch.cat([x0, pad], dim=1)
         c = self.channels

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn.conv_gru import ConvGRUCell, conv_nd
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
 
 VARIANTS = ("rim", "gdn", "ffn")
 ARCHITECTURES = ("strided", "mri")
@@ -394,12 +394,22 @@ class RIM(nn.Module):
     def _check_image(self, x0: torch.Tensor) -> None:
         layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
         if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-            raise ValueError(f"the image x0 must be a real floating-point tensor of shape {layout}")
-        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels:
+            raise ValueError(f"RIM: the image x0 must be a real floating-point tensor of shape {layout}")
+        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels or 0 in x0.shape[1:]:
             raise ValueError(
                 f"this RIM (dims={self.dims}, channels={self.channels}) needs images of shape {layout} with "
                 f"C={self.channels}; the image (x0, or A_adjoint(y) when x0 is None) has shape {tuple(x0.shape)}"
             )
+        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y) when x0 is None)", "RIM")
+        norm = getattr(self.cell, "down_norm", None)
+        if self.training and isinstance(norm, nn.modules.batchnorm._BatchNorm) and x0.shape[0] > 0:
+            low = [math.ceil(n / self.cell.stride) for n in x0.shape[2:]]
+            if x0.shape[0] * math.prod(low) < 2:
+                raise ValueError(
+                    f"RIM: batch normalisation in training mode needs more than one value per channel, but an image "
+                    f"batch of shape {tuple(x0.shape)} gives 1 after the stride-{self.cell.stride} convolution; use a "
+                    "larger batch or image, .eval(), or norm='instance' / 'layer' / 'none'"
+                )
 
     def _noise_variance(self, sigma: float | torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
         """``sigma^2`` as a tensor broadcastable to the image, after checking ``sigma > 0``."""
@@ -432,7 +442,8 @@ class RIM(nn.Module):
         ax = operator.A(x)
         if ax.shape != y.shape:
             # Caught here because y - A x would otherwise broadcast silently.
-            raise ValueError(f"A(x) has shape {tuple(ax.shape)} but y has shape {tuple(y.shape)}")
+            raise ValueError(f"{type(self).__name__}: A(x) has shape {tuple(ax.shape)} but y has shape "
+                             f"{tuple(y.shape)}; x0 must have the image shape (B, C, ...) of A_adjoint(y)")
         grad_x = operator.A_adjoint(y - ax)
         if grad_x.shape != eta.shape:
             raise ValueError(
@@ -461,7 +472,7 @@ class RIM(nn.Module):
 
         Args:
             y: measurements, in whatever layout ``operator`` expects (shape errors are raised by
-                the operator).
+                the operator), in the dtype of the parameters; NaN or Inf raise a ``ValueError``.
             operator: the forward model; only ``A`` and ``A_adjoint`` are used.
             x0: initial estimate, shape ``(B, C, *S)``. Default ``operator.A_adjoint(y)`` (the
                 back-projection, or zero-filled reconstruction in MRI); the image shape is taken
@@ -476,11 +487,19 @@ class RIM(nn.Module):
             for the strided cell).
         """
         steps = self.steps if steps is None else self._check_steps(steps)
+        check_measurements(y, "RIM")
+        check_parameter_dtype(self, y, "measurements y", "RIM")
+        given = x0 is not None
         if x0 is None:
             x0 = operator.A_adjoint(y)
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check_image(x0)
+        if given:
+            if x0.shape[0] != y.shape[0]:
+                raise ValueError(f"RIM: x0 of shape {tuple(x0.shape)} has another batch size than y {tuple(y.shape)}; "
+                                 "x0 must have the image shape (B, C, ...) of A_adjoint(y)")
+            check_finite(x0, "x0", "RIM")
         sigma2 = self._noise_variance(sigma, x0)
         eta = self._link.inverse(x0)
         state = self.cell.initial_state(x0)

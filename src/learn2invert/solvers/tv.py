@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 import torch
 
 from .. import metrics
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, compute_dtype
 from ..operators.fft import complex_abs
 from ..operators.gradient import FiniteDifference
 
@@ -58,15 +58,16 @@ def _per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_per_sample(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).sum(dim=1)
+    return t.flatten(1).sum(dim=1)  # not reshape(B, -1): that is ambiguous for B = 0
 
 
 def _check_image(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_complex():
-        raise ValueError(f"{name} must be a real floating-point tensor of shape {_LAYOUT}")
-    if x.dim() not in (4, 5):
+        raise ValueError(f"TV: {name} must be a real floating-point tensor of shape {_LAYOUT}")
+    if x.dim() not in (4, 5) or 0 in x.shape[1:]:
         raise ValueError(
-            f"TV needs images of shape {_LAYOUT} (2 or 3 spatial dims); {name} has shape {tuple(x.shape)}"
+            f"TV needs images of shape {_LAYOUT} (2 or 3 spatial dims, none of them empty); {name} has shape "
+            f"{tuple(x.shape)}"
         )
 
 
@@ -147,7 +148,7 @@ def tv_objective(operator: LinearOperator, x: torch.Tensor, y: torch.Tensor, lam
     _check_image(x, "x")
     residual = operator.A(x)
     if residual.shape != y.shape:
-        raise ValueError(f"A(x) has shape {tuple(residual.shape)} but y has shape {tuple(y.shape)}")
+        raise ValueError(f"tv_objective: A(x) has shape {tuple(residual.shape)} but y has shape {tuple(y.shape)}")
     lam_t = _lam_tensor(lam, x.shape[0], x)
     return 0.5 * _sum_per_sample((residual - y).pow(2)) + lam_t * total_variation(x)
 
@@ -252,20 +253,25 @@ def tv_reconstruct(
             power iterations on ``A^T A`` and enlarged by 1 %.
 
     Returns:
-        ``x`` with the shape of ``A^T y``; with ``return_history=True`` the pair ``(x, history)``
+        ``x`` with the shape and dtype of ``A^T y`` (float16 / bfloat16 data are solved in float32
+        and rounded back); with ``return_history=True`` the pair ``(x, history)``
         where ``history`` has shape ``(n + 1, B)``: row 0 is the objective of the start image and
         row ``t`` that after iteration ``t`` (``n`` = iterations run). The history never
         increases (monotone FISTA keeps the better of candidate and previous iterate).
 
     Runs in the caller's grad mode; wrap the call in ``torch.no_grad()`` for evaluation.
+    Raises ``ValueError`` for NaN or Inf in ``y`` or ``x0`` (see :mod:`learn2invert.operators.base`).
     """
     for name, value, low in (("iterations", iterations, 1), ("inner_iterations", inner_iterations, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not (isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool) and tolerance >= 0):
         raise ValueError(f"tolerance must be a float >= 0, got {tolerance!r}")
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
+    check_measurements(y, "tv_reconstruct")
+    dtype = y.dtype
+    # float16 / bfloat16: solved in float32 (the objective's sums overflow float16 quickly) and
+    # rounded back at the end.
+    y = y.to(compute_dtype(dtype))
 
     aty = operator.A_adjoint(y)
     _check_image(aty, "the image A_adjoint(y)")
@@ -279,8 +285,10 @@ def tv_reconstruct(
     else:
         if not isinstance(x0, torch.Tensor) or x0.shape != aty.shape:
             got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-            raise ValueError(f"x0 must have the image shape {tuple(aty.shape)} (that of A_adjoint(y)), got {got}")
+            raise ValueError(f"tv_reconstruct: x0 must have the image shape {tuple(aty.shape)} (that of A_adjoint(y)), "
+                             f"got {got}")
         _check_image(x0, "x0")
+        check_finite(x0, "x0", "tv_reconstruct")
         x = x0.to(aty.dtype)
 
     if lipschitz is None:
@@ -325,8 +333,8 @@ def tv_reconstruct(
         if tolerance > 0 and bool(torch.all(residual <= tolerance * scale)):
             break
     if return_history:
-        return x, torch.stack(history)
-    return x
+        return x.to(dtype), torch.stack(history)
+    return x.to(dtype)
 
 
 # ------------------------------------------------------------------------- choosing the weight

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
 
 NORMS = ("instance", "batch", "layer", "none")
 
@@ -149,12 +149,13 @@ class UNet(nn.Module):
     def _check_image(self, x0: torch.Tensor) -> None:
         layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
         if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-            raise ValueError(f"the image x0 must be a real floating-point tensor of shape {layout}")
-        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels:
+            raise ValueError(f"UNet: the image x0 must be a real floating-point tensor of shape {layout}")
+        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels or 0 in x0.shape[1:]:
             raise ValueError(
                 f"this UNet (dims={self.dims}, channels={self.channels}) needs images of shape {layout} with "
                 f"C={self.channels}; the image (x0, or A_adjoint(y) when x0 is None) has shape {tuple(x0.shape)}"
             )
+        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y) when x0 is None)", "UNet")
         multiple = 2**self.depth
         height, width = x0.shape[-2:]
         if height < multiple or width < multiple:
@@ -194,7 +195,9 @@ class UNet(nn.Module):
 
         Args:
             y: measurements, in whatever layout ``operator`` expects; used only to form the
-                default ``x0``.
+                default ``x0``. NaN or Inf raise a ``ValueError``. May be ``None`` when ``x0`` is
+                given (the network used as an image-to-image map; ``x0`` is then not scanned for
+                NaN, to keep that path free of host synchronisations).
             operator: the forward model; only ``A_adjoint`` is used (for the default ``x0``).
             x0: starting image ``(B, C, H, W)`` / ``(B, C, D, H, W)``; default
                 ``operator.A_adjoint(y)`` (zero-filled reconstruction in MRI).
@@ -208,9 +211,18 @@ class UNet(nn.Module):
             ``residual=False``), of the shape, dtype and units of ``x0``, so losses and scoring
             written for the RIM's list of iterates apply unchanged.
         """
+        # y is checked whenever it is given; x0's values only in a solver call (y given), not when
+        # the network is used as a plain image-to-image map inside another model (y=None).
+        if y is not None or x0 is None:
+            check_measurements(y, "UNet")
+            check_parameter_dtype(self, y, "measurements y", "UNet")
         if x0 is None:
             x0 = operator.A_adjoint(y)
-        self._check_image(x0)
+            self._check_image(x0)
+        else:
+            self._check_image(x0)
+            if y is not None:
+                check_finite(x0, "x0", "UNet")
         multiple = 2**self.depth
         height, width = x0.shape[-2:]
         pad_h, pad_w = -height % multiple, -width % multiple
