@@ -133,3 +133,62 @@ def test_time_limit_stops_after_validating_and_saving(tmp_path):
     (record,) = result["epochs"]  # the budget ran out in the first batch: one shortened epoch
     assert record["stopped_early"] and record["global_step"] == 1
     assert (tmp_path / "model.safetensors").is_file() and "val_psnr" in record
+
+
+# ------------------------------------------------------------------------ precision and compile
+
+IRIM_DENOISE = TINY + (
+    "operator.name=denoising", "operator.params={}", "operator.noise_sigma=0.1", "solver.name=irim",
+    "solver.params={steps: 2, state_channels: 4, hidden_channels: 8, downsampling: [1, 2], init: adjoint}",
+)
+
+
+def test_smoke_config_trains_in_bf16_on_cpu(tmp_path):
+    """A few autocast-bf16 steps of the smoke config: finite losses that fall."""
+    result = loop.train(SMOKE, tmp_path, overrides=("train.precision=bf16", "train.epochs=3", "data.train_length=64",
+                                                    "data.val_length=4"), show_progress=False)
+    losses = [e["train_loss"] for e in result["epochs"]]  # 4 steps per epoch
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.7 * losses[0], losses
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())  # autocast: the weights stay float32
+
+
+def test_fp16_saves_and_restores_the_gradient_scaler(tmp_path):
+    from learn2invert.train.checkpoint import read_train_state
+
+    loop.train(SMOKE, tmp_path, overrides=IRIM_DENOISE + ("train.precision=fp16",), show_progress=False)
+    scaler = read_train_state(tmp_path / "train_state.safetensors")["scaler"]
+    assert scaler is not None and scaler["scale"] > 0
+    resumed = loop.train(None, tmp_path, overrides=("train.epochs=2",), resume=True, show_progress=False)
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in resumed["epochs"])
+    assert read_train_state(tmp_path / "train_state.safetensors")["scaler"]["scale"] > 0
+
+
+def test_unknown_precision_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="'train.precision' must be one of fp32, bf16, fp16"):
+        loop.train(SMOKE, tmp_path, overrides=TINY + ("train.precision=fp8",), show_progress=False)
+
+
+def test_compile_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch):
+    def broken_compile(module, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no C++ compiler found")  # what a failing backend looks like at the first call
+        return call
+
+    loop.train(SMOKE, tmp_path / "eager", overrides=TINY, show_progress=False)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="train.compile.*no C\\+\\+ compiler.*without compiling"):
+        loop.train(SMOKE, tmp_path / "compiled", overrides=TINY + ("train.compile=true",), show_progress=False)
+    a, b = load_file(str(tmp_path / "eager" / "model.safetensors")), load_file(str(tmp_path / "compiled" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the fallback trains the very same model
+
+
+def test_flow_prior_config_goes_to_likelihood_training_and_resumes(tmp_path):
+    """loss.name=bits_per_dim dispatches to train/density.py; its checkpoints resume through this loop."""
+    flow = Path(__file__).resolve().parents[1] / "configs" / "flow_prior.yaml"
+    tiny = ("data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8", "train.epochs=1",
+            "solver.params={image_size: 8, levels: 1, depth: 1, hidden: 4, memory: invertible}")
+    first = loop.train(flow, tmp_path, overrides=tiny, show_progress=False)
+    assert torch.isfinite(torch.tensor(first["epochs"][0]["val_bits_per_dim"]))
+    resumed = loop.train(None, tmp_path, overrides=("train.epochs=2",), resume=True, show_progress=False)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]

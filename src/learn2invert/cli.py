@@ -29,8 +29,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"l2i train: {err}", file=sys.stderr)
         return 3
-    last = result["epochs"][-1] if result["epochs"] else {}
-    print(f"run: {result['run_dir']}  " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_")))
+    if result.get("rank", 0) == 0:  # under torchrun, one line for the whole job
+        last = result["epochs"][-1] if result["epochs"] else {}
+        print(f"run: {result['run_dir']}  " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_")))
     return 0
 
 
@@ -56,10 +57,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 BENCHMARKS = {
-    "memory": ("learn2invert.bench.memory", "training memory vs depth for RIM and i-RIM (JSON, Markdown, plot)"),
+    "memory": ("learn2invert.bench.memory", "training memory vs depth for RIM and i-RIM, or of any config (--configs)"),
     "speed": ("learn2invert.bench.speed", "training steps/s and inference time per slice for RIM, i-RIM, U-Net"),
     "operators": ("learn2invert.bench.operator_speed", "forward/adjoint time of every operator"),
     "compare": ("learn2invert.bench.compare", "trained runs vs zero-filled/adjoint, FBP and TV on the same test data"),
+    "superres": ("learn2invert.bench.rim_superres", "RIM paper Table 3: RIM vs bicubic super-resolution at x2, x3, x4"),
+    "flows": ("learn2invert.bench.flow_tables", "flow-unfolding Tables I-IV from the runs of scripts/flow_experiments.sh"),
+    "luser": ("learn2invert.bench.luser_tables", "LUSER Tables 2-3 from the runs of scripts/deq_experiments.sh"),
+    "quality": ("learn2invert.bench.quality", "reproduce every paper table (trains what is missing, writes docs/benchmarks)"),
 }
 
 
@@ -88,12 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--seed", type=int, default=0)
     tour.set_defaults(func=_cmd_tour)
 
-    tr = sub.add_parser("train", help="train the solver of a YAML config")
+    tr = sub.add_parser("train", help="train the solver of a YAML config (data-parallel under torchrun)",
+                        description="Train the solver of a YAML config. Runs unchanged under torchrun, e.g. "
+                                    "torchrun --nproc_per_node=4 -m learn2invert.cli train CONFIG --out RUN "
+                                    "(train.batch_size is the global batch; see docs/distributed.md).")
     tr.add_argument("config", nargs="?", help="YAML config (not needed with --resume)")
     tr.add_argument("--out", help="run folder (default: runs/<config name>)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key by its dotted path, e.g. --set train.epochs=3 (repeatable)")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last finished epoch")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last finished epoch (from the "
+                    "previous checkpoint, with a warning, if the latest one is corrupt)")
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="score a trained run on held-out data (writes eval.json, eval.md, figures)")

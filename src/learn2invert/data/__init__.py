@@ -5,3 +5,4 @@ from .image_folder import ImageFolder
 from .brain import BrainPatches3D, BrainSlices, load_mni152, smooth_phase, split_slice_indices
 from .fastmri import FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
 from .nifti import NiftiSlices, load_nifti, save_nifti
+from .skipping import SkipBadFiles

@@ -21,6 +21,7 @@ FLAIR files are only 203 columns wide). Complex data are 2-channel real tensors 
 from __future__ import annotations
 
 import os
+import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -193,6 +194,8 @@ class FastMRISingleCoil(Dataset):
         split_has_mask: ``None`` returns a mask wherever a file has one; ``True`` demands one in
             every file (test split); ``False`` never returns one.
         transform: optional callable applied to each item dict.
+        skip_bad_files: leave out files that fail the checks below (warning with the path) instead
+            of raising; they are listed in ``skipped`` as ``(path, message)``.
 
     Raises:
         ValueError: naming the file, when it is not HDF5, lacks ``kspace``, has k-space that is
@@ -205,16 +208,29 @@ class FastMRISingleCoil(Dataset):
         root_or_files: str | os.PathLike | Sequence[str | os.PathLike],
         split_has_mask: bool | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
+        skip_bad_files: bool = False,
     ) -> None:
-        self.files = _h5_files(root_or_files)
+        files = _h5_files(root_or_files)
         self.split_has_mask = split_has_mask
         self.transform = transform
+        self.files: list[Path] = []
         self.metadata: list[dict[str, Any]] = []
         self.examples: list[tuple[int, int]] = []
-        for f_idx, path in enumerate(self.files):
-            meta = _inspect_file(path, split_has_mask)
+        self.skipped: list[tuple[Path, str]] = []
+        for path in files:
+            try:
+                meta = _inspect_file(path, split_has_mask)
+            except ValueError as err:
+                if not skip_bad_files:
+                    raise
+                self.skipped.append((path, str(err)))
+                warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=2)
+                continue
+            self.examples += [(len(self.files), s) for s in range(meta["num_slices"])]
+            self.files.append(path)
             self.metadata.append(meta)
-            self.examples += [(f_idx, s) for s in range(meta["num_slices"])]
+        if not self.files:
+            raise ValueError(f"none of the {len(files)} HDF5 files could be read; first problem: {self.skipped[0][1]}")
 
     def __len__(self) -> int:
         return len(self.examples)

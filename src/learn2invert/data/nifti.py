@@ -192,6 +192,10 @@ class NiftiSlices(Dataset):
             magnitude is below this (0 keeps every slice).
         cache_volumes: number of decoded volumes kept in memory (consecutive slices of one file
             are then read once).
+        skip_bad_files: leave out files that cannot be read on construction (warning with the
+            path) instead of raising; they are listed in ``skipped`` as ``(path, message)``.
+            Voxel data that turns out truncated later still raises when read (wrap the dataset
+            in :class:`~learn2invert.data.skipping.SkipBadFiles` for that).
 
     Raises:
         ValueError: naming the file, for unreadable or non-3D files (headers are checked on
@@ -205,6 +209,7 @@ class NiftiSlices(Dataset):
         normalise: bool = True,
         min_foreground: float = 0.0,
         cache_volumes: int = 1,
+        skip_bad_files: bool = False,
     ) -> None:
         self.files = _nifti_files(paths)
         self.axis = _axis_index(axis)
@@ -212,15 +217,24 @@ class NiftiSlices(Dataset):
         self.cache_volumes = max(int(cache_volumes), 0)
         self._cache: dict[int, torch.Tensor] = {}
         self.examples: list[tuple[int, int]] = []
+        self.skipped: list[tuple[Path, str]] = []
         for f_idx, path in enumerate(self.files):
-            if min_foreground > 0:
-                # Choosing slices needs the voxels; otherwise the header suffices, so building
-                # the index over many files stays cheap.
-                magnitude = self._stack(f_idx).norm(dim=0).numpy()
-                keep = np.nonzero(foreground_fraction(magnitude) >= min_foreground)[0]
-            else:
-                keep = range(_canonical_shape(_open_nifti(path))[self.axis])
+            try:
+                if min_foreground > 0:
+                    # Choosing slices needs the voxels; otherwise the header suffices, so building
+                    # the index over many files stays cheap.
+                    magnitude = self._stack(f_idx).norm(dim=0).numpy()
+                    keep = np.nonzero(foreground_fraction(magnitude) >= min_foreground)[0]
+                else:
+                    keep = range(_canonical_shape(_open_nifti(path))[self.axis])
+            except ValueError as err:
+                if not skip_bad_files:
+                    raise
+                _skip_file(self.skipped, path, err)
+                continue
             self.examples += [(f_idx, int(k)) for k in keep]
+        if not self.examples and self.skipped:
+            raise ValueError(f"none of the {len(self.files)} NIfTI files could be read; first problem: {self.skipped[0][1]}")
 
     def _stack(self, f_idx: int) -> torch.Tensor:
         """Decoded, normalised ``(C, N, H, W)`` slice stack of file ``f_idx`` (cached)."""
@@ -244,6 +258,14 @@ class NiftiSlices(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         f_idx, k = self.examples[index]
         return self._stack(f_idx)[:, k].clone()
+
+
+def _skip_file(skipped: list, path: Path, err: Exception) -> None:
+    """Record and report a file left out by ``skip_bad_files``."""
+    import warnings
+
+    skipped.append((path, str(err)))
+    warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=3)
 
 
 def _nifti_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
         "root": None,  # folder for on-disk data (image_folder)
         "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
         "params": {},  # extra keyword arguments for the dataset
+        "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
     },
     "operator": {
         "name": "denoising",  # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct
@@ -56,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "val_batch_size": 16,
         "log_every": 10,  # optimisation steps between TensorBoard scalars
         "time_limit_minutes": 0.0,  # stop (after validating and saving) once training has run this long; 0 = no limit
+        "precision": "fp32",  # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling)
+        "compile": False,  # torch.compile the solver; falls back to eager with a warning where it fails
     },
 }
 

@@ -1,24 +1,45 @@
-"""The training loop behind ``l2i train``.
+"""The training loop behind ``l2i train``, on one process or many (``torchrun``).
 
-Each epoch draws its crops, measurement physics and noise from a generator seeded by
-``(seed, epoch)``, so an epoch is reproducible on its own: a run killed mid-epoch resumes with
-``--resume`` from the last finished epoch and repeats exactly the epoch it lost. After every
-epoch the loop validates, then writes the weights and the training state atomically.
+Reproducibility: every random draw of training is a pure function of the config's ``seed``, the
+epoch and, where it concerns one sample, that sample's dataset index:
+
+- the order of the samples: a ``DistributedSampler`` seeded by ``(seed, epoch)`` (``set_epoch``);
+- the crops and augmentations: the datasets seed each item by ``(seed, epoch, index)``;
+- the measurement of a sample (operator physics such as MRI masks, noise level, noise) and its
+  loss pixel mask: a generator seeded by ``(seed, epoch, index)`` (:func:`sample_generators`).
+
+So an epoch can be repeated exactly: a run killed mid-epoch resumes with ``--resume`` from the
+last finished epoch and redoes the epoch it lost. And it does not matter how a batch is split
+across processes: under ``torchrun`` each rank trains on its share of the global batch
+(``train.batch_size``), its samples get their own noise, and DistributedDataParallel averages the
+gradients, so N processes reach the weights one process reaches, up to float rounding.
+
+After every epoch rank 0 validates, then writes the weights and the training state (see
+:mod:`.checkpoint`: atomic, checksummed, the previous pair kept). Only rank 0 reads or writes the
+run folder; the other ranks get the config and the training state from it over the process group.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import MODEL_FILE, STATE_FILE, atomic_write_text, load_model, load_train_state, save_model, save_train_state
+from ..data.skipping import SkipBadFiles
+from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
+                         has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint)
 from .config import dump_config, load_config
+from .distributed import DistContext, init_distributed, seed_from
 from .experiment import Measurement, build_dataset, build_optimizer, build_solver
-from .losses import iterate_loss
+from .losses import iterate_loss, pixel_subsample_mask
+from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
 from .validate import validate
 
 CONFIG_FILE = "config.yaml"
@@ -37,10 +58,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
 def _summary_writer(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -49,113 +66,267 @@ def _summary_writer(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+# ------------------------------------------------------------------------ per-sample measurement
+
+class _Indexed(Dataset):
+    """Items as ``(index, item)``, so a batch knows which samples it holds."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+def sample_generators(seed: int, epoch: int, indices) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded by ``(seed, epoch, dataset index)``."""
+    return [torch.Generator().manual_seed(seed_from(seed, epoch, "sample", int(i))) for i in indices]
+
+
+def _concat_operators(ops: list):
+    """One operator for a batch from the per-sample ones: shared, or masks stacked along the batch."""
+    first = ops[0]
+    if all(op is first for op in ops):
+        return first
+    if all(type(op) is type(first) and isinstance(getattr(op, "mask", None), torch.Tensor) for op in ops):
+        return type(first)(torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops]))
+    raise TypeError(f"cannot batch per-sample operators of type {type(first).__name__}: "
+                    "the training loop stacks per-sample physics through a 'mask' buffer")
+
+
+def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator]):
+    """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
+
+    ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
+    :class:`~.experiment.Measurement` gives them, and the operator holds every sample's physics.
+    """
+    parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
+    y = torch.cat([p[0] for p in parts])
+    sigma = torch.cat([p[2] for p in parts])
+    return y, _concat_operators([p[1] for p in parts]), sigma
+
+
+def _scored(iterates: list[torch.Tensor], x: torch.Tensor, loss_cfg: dict, generators: list[torch.Generator]):
+    """Apply ``loss.subsample`` with one pixel mask per sample (drawn from that sample's generator)."""
+    fraction = loss_cfg["subsample"]
+    if not fraction:
+        return iterates, x
+    if loss_cfg["name"] == "ssim":
+        raise ValueError("loss.subsample does not apply to the SSIM loss")
+    mask = torch.cat([pixel_subsample_mask(x[k:k + 1], fraction, g) for k, g in enumerate(generators)])
+    return [it * mask for it in iterates], x * mask
+
+
+# ---------------------------------------------------------------------------------- set-up
+
+def _prepare_run(config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool):
+    """Rank 0's look at the run folder: returns ``(config, resume point or None)``."""
+    if resume:
+        point = find_resume_point(run_dir)  # raises, naming the files, if nothing verifies
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ValueError(f"cannot resume: {run_dir / CONFIG_FILE} does not exist")
+        config = load_config(run_dir / CONFIG_FILE, overrides)
+        adopt_resume_point(run_dir, point)
+        remove_stale_temporaries(run_dir)
+        return config, point
+    config = load_config(config_path, overrides)
+    if has_checkpoint(run_dir):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return config, None
+
+
+def _shared_setup(ctx: DistContext, config_path, run_dir: Path, overrides, resume: bool):
+    """Run :func:`_prepare_run` on rank 0 and hand its config (or its error) to every rank."""
+    config = point = error = None
+    if ctx.is_main:
+        try:
+            config, point = _prepare_run(config_path, run_dir, overrides, resume)
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+            error = err
+    error, config = ctx.broadcast((error, config))
+    if error is not None:
+        raise error
+    return config, point
+
+
 def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str, ...] = (), resume: bool = False,
           show_progress: bool = True) -> dict:
-    """Train the solver of a config and return ``{"epochs": [...validation metrics...], "run_dir": ...}``.
+    """Train the solver of a config; returns ``{"run_dir", "epochs": [...per-epoch records...], "rank", "world_size"}``.
+
+    Runs data-parallel when started by ``torchrun`` (see :mod:`.distributed`), on one process
+    otherwise.
 
     Args:
         config_path: YAML config (ignored with ``resume``: the run's saved config is used).
-        out: run folder (created); holds config.yaml, model.safetensors, train_state.safetensors,
-            history.json and TensorBoard events.
+        out: run folder (created); holds config.yaml, model.safetensors, train_state.safetensors
+            (plus the previous pair as ``*.prev.safetensors``), history.json and TensorBoard events.
         overrides: ``key=value`` strings applied on top of the config (dotted keys).
-        resume: continue the run in ``out`` from its last finished epoch.
-    """
-    run_dir = Path(out)
-    if resume:
-        if not (run_dir / STATE_FILE).is_file():
-            raise ValueError(f"cannot resume: {run_dir / STATE_FILE} does not exist")
-        config = load_config(run_dir / CONFIG_FILE, overrides)
-    else:
-        config = load_config(config_path, overrides)
-        if (run_dir / STATE_FILE).exists():
-            raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        resume: continue the run in ``out`` from its last finished epoch (falling back to the
+            previous checkpoint, with a warning, if the latest one is corrupt).
+        show_progress: progress bars and per-epoch lines (rank 0 only).
 
-    torch.manual_seed(config["seed"])
-    device = resolve_device(config["train"]["device"])
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (the message names epoch, batch and step).
+        ValueError: a bad config or run folder, unreadable data, a corrupt checkpoint.
+    """
+    ctx = init_distributed()
+    try:
+        return _train(ctx, config_path, Path(out), tuple(overrides), resume, show_progress and ctx.is_main)
+    finally:
+        ctx.close()
+
+
+def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool,
+           show_progress: bool) -> dict:
+    config, point = _shared_setup(ctx, config_path, run_dir, overrides, resume)
+    train_cfg, loss_cfg, seed = config["train"], config["loss"], config["seed"]
+    precision = check_precision(train_cfg["precision"])
+    batch_size = train_cfg["batch_size"]
+    if batch_size % ctx.world_size:
+        raise ValueError(f"train.batch_size={batch_size} is the global batch and must be a multiple of the "
+                         f"number of processes ({ctx.world_size})")
+
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    device = ctx.device(resolve_device(train_cfg["device"]))
+    if loss_cfg["name"] == "bits_per_dim":  # a flow prior trained by likelihood: no measurements
+        if ctx.is_distributed:
+            raise ValueError("loss.name=bits_per_dim (likelihood training of a flow) runs on one process; "
+                             "start it without torchrun")
+        from .density import train_density
+
+        result = train_density(config, run_dir, device, point is not None, show_progress, HISTORY_FILE, CONFIG_FILE)
+        return {**result, "rank": 0, "world_size": 1}
     train_set = build_dataset(config, "train")
-    val_set = build_dataset(config, "val")
+    val_set = build_dataset(config, "val") if ctx.is_main else None
+    if config["data"]["skip_bad_files"]:
+        train_set = SkipBadFiles(train_set)
+        val_set = SkipBadFiles(val_set) if val_set is not None else None
+    if len(train_set) < batch_size:
+        raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
     solver = build_solver(config, image_shape).to(device)
     optimizer, scheduler = build_optimizer(config, solver)
-    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    scaler = grad_scaler(precision, device)
 
-    epochs = config["train"]["epochs"]
+    epochs = train_cfg["epochs"]
     history: list[dict] = []
     start_epoch, global_step = 0, 0
-    if resume:
-        load_model(solver, run_dir)
-        progress = load_train_state(run_dir, optimizer, scheduler)
+    if point is not None:  # rank 0 read it; the weights reach the other ranks through DDP's initial broadcast
+        try:
+            solver.load_state_dict(point.model, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{point.model_path} does not fit the solver of the config: {err}") from err
+    saved_state = ctx.broadcast(point.state if point is not None else None)
+    if saved_state is not None:
+        progress = apply_train_state(saved_state, optimizer, scheduler, scaler)
         start_epoch, global_step, history = progress["epoch"], progress["global_step"], progress["history"]
+    if ctx.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
-    writer = _summary_writer(run_dir)
-    loss_cfg = config["loss"]
-    batch_size = config["train"]["batch_size"]
-    if len(train_set) < batch_size:
-        raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
-    budget = 60.0 * config["train"]["time_limit_minutes"]
+    model: torch.nn.Module = solver
+    if ctx.is_distributed:
+        # Gradients are averaged across ranks during backward (the invertible engine hands its
+        # parameter gradients to autograd, so DDP's hooks see them like any other).
+        model = DistributedDataParallel(solver, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = CompiledOrEager(model) if train_cfg["compile"] else model
+
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    loader = DataLoader(_Indexed(train_set), batch_size=batch_size // ctx.world_size, sampler=sampler, drop_last=True)
+    writer = _summary_writer(run_dir) if ctx.is_main else None
+    budget = 60.0 * train_cfg["time_limit_minutes"]
     run_started = time.perf_counter()
     out_of_time = False
     for epoch in range(start_epoch, epochs):
-        generator = _epoch_generator(config["seed"], epoch)
+        torch.manual_seed(seed_from(seed, epoch, "rank", ctx.rank))  # whatever a model draws (dropout) differs per rank
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(config["seed"] * 7919 + epoch))
+        sampler.set_epoch(epoch)
         solver.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress, unit="batch")
-        started, seen, running = time.perf_counter(), 0, 0.0
-        for step, x in enumerate(bar):
+        started, seen, running, steps = time.perf_counter(), 0, 0.0, 0
+        for step, (indices, x) in enumerate(bar):
             x = x.to(device)
-            y, op, sigma = measurement(x, generator)
-            iterates = solver(y, op, sigma=sigma)
-            loss = iterate_loss(iterates, x, loss_cfg["name"], loss_cfg["weights"], loss_cfg["subsample"], generator)
-            if not torch.isfinite(loss):
+            generators = sample_generators(seed, epoch, indices.tolist())
+            y, op, sigma = measure(measurement, x, generators)
+            with autocast(precision, device):
+                iterates = step_model(y, op, sigma=sigma)
+            iterates, target = _scored([it.float() for it in iterates], x, loss_cfg, generators)
+            loss = iterate_loss(iterates, target, loss_cfg["name"], loss_cfg["weights"])
+            # One collective per step: the global mean loss, and whether any rank ran out of time.
+            timed_out = bool(budget) and time.perf_counter() - run_started > budget
+            totals = ctx.all_reduce_sum(torch.stack([loss.detach().float(), loss.new_tensor(float(timed_out))]))
+            global_loss = totals[0].item() / ctx.world_size
+            if not math.isfinite(global_loss):
                 raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1} (global step {global_step + 1}); "
+                    f"loss is {global_loss} at epoch {epoch + 1}, batch {step + 1} (global step {global_step + 1}); "
                     f"training stopped, the last good checkpoint in {run_dir} is kept")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config["train"]["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(solver.parameters(), config["train"]["grad_clip"])
-            optimizer.step()
+            scaler.scale(loss).backward()
+            if train_cfg["grad_clip"] > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(solver.parameters(), train_cfg["grad_clip"])
+            scaler.step(optimizer)
+            scaler.update()
             global_step += 1
-            seen += x.shape[0]
-            running += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
-            if writer is not None and global_step % config["train"]["log_every"] == 0:
-                writer.add_scalar("train/loss", loss.item(), global_step)
-            if budget and time.perf_counter() - run_started > budget:
+            steps += 1
+            seen += batch_size
+            running += global_loss
+            bar.set_postfix(loss=f"{global_loss:.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+            if writer is not None and global_step % train_cfg["log_every"] == 0:
+                writer.add_scalar("train/loss", global_loss, global_step)
+            if totals[1].item() > 0:
                 out_of_time = True  # end this epoch here: validate, save, stop
                 break
         if scheduler is not None:
             scheduler.step()
-        metrics = validate(solver, val_set, measurement, config, device)
-        record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, step + 1),
+        metrics = validate(solver, val_set, measurement, config, device) if ctx.is_main else None
+        metrics = ctx.broadcast(metrics)
+        record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, steps),
                   "stopped_early": out_of_time,
                   "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()}}
+        if config["data"]["skip_bad_files"]:
+            record["skipped_files"] = _count_skipped(ctx, train_set, val_set, show_progress)
         history.append(record)
-        if writer is not None:
-            for k, v in metrics.items():
-                writer.add_scalar(f"val/{k}", v, global_step)
-            writer.flush()
-        if show_progress:
-            tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4g}, "
-                       + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
-        # Weights first, then the state that points past this epoch: a kill between the two
-        # writes repeats the epoch on resume instead of skipping it.
-        save_model(solver, run_dir)
-        save_train_state(run_dir, optimizer, scheduler, {"epoch": epoch + 1, "global_step": global_step, "history": history})
-        atomic_write_text(run_dir / HISTORY_FILE, json.dumps(history, indent=2))
+        if ctx.is_main:
+            _log_epoch(writer, record, metrics, global_step, show_progress)
+            save_checkpoint(run_dir, solver, optimizer, scheduler,
+                            {"epoch": epoch + 1, "global_step": global_step, "history": history}, scaler)
+            atomic_write_text(run_dir / HISTORY_FILE, json.dumps(history, indent=2))
         if out_of_time:
             if show_progress:
-                tqdm.write(f"time limit of {config['train']['time_limit_minutes']} min reached after epoch {epoch + 1} "
+                tqdm.write(f"time limit of {train_cfg['time_limit_minutes']} min reached after epoch {epoch + 1} "
                            f"(global step {global_step}); training stopped")
             break
     if writer is not None:
         writer.close()
-    return {"run_dir": str(run_dir), "epochs": history}
+    ctx.barrier()
+    return {"run_dir": str(run_dir), "epochs": history, "rank": ctx.rank, "world_size": ctx.world_size}
+
+
+def _count_skipped(ctx: DistContext, train_set: SkipBadFiles, val_set: SkipBadFiles | None, show_progress: bool) -> int:
+    """Unreadable items skipped so far on any rank (``data.skip_bad_files``); rank 0 warns with their files."""
+    mine = set(train_set.skipped) | (set(val_set.skipped) if val_set is not None else set())
+    everyone = set().union(*ctx.all_gather(mine))
+    if everyone and ctx.is_main:
+        warnings.warn(f"data.skip_bad_files: {len(everyone)} unreadable item(s) skipped so far: "
+                      + "; ".join(sorted(everyone)), RuntimeWarning, stacklevel=2)
+    return len(everyone)
+
+
+def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progress: bool) -> None:
+    if writer is not None:
+        for k, v in metrics.items():
+            writer.add_scalar(f"val/{k}", v, global_step)
+        writer.flush()
+    if show_progress:
+        tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4g}, "
+                   + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
 
 
 def load_solver(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
@@ -170,4 +341,4 @@ def load_solver(run_dir: str | Path, device: str | torch.device = "cpu") -> tupl
     return solver.to(device).eval(), config, Measurement(config, image_shape), image_shape
 
 
-__all__ = ["train", "load_solver", "TrainingDiverged", "resolve_device"]
+__all__ = ["train", "load_solver", "TrainingDiverged", "resolve_device", "measure", "sample_generators"]
