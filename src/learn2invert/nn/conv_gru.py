@@ -119,4 +119,5 @@ class ConvGRUCell(nn.Module):
         reset = torch.sigmoid(xr + hr)
         update = torch.sigmoid(xz + hz)
         candidate = torch.tanh(xn + reset * hn)
-        return torch.lerp(candidate, h, update)  # (1 - z) * n + z * h
+        # (1 - z) * n + z * h; written out because torch.lerp refuses mixed dtypes under autocast
+        return candidate + update * (h - candidate)

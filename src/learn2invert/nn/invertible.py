@@ -37,6 +37,7 @@ every k-th activation in the forward pass and restarts the reverse walk from it,
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
@@ -138,11 +139,21 @@ class _InvertibleSequence(torch.autograd.Function):
         if h is x:  # an empty stack: autograd needs a distinct output
             h = x.clone()
         ctx.layers, ctx.anchors = layers, anchors
+        # The backward re-runs the layers: under the same autocast state as the forward (mixed
+        # precision), as torch.utils.checkpoint does, or the rebuilt inputs would not match.
+        ctx.autocast = [(kind, torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda") if torch.is_autocast_enabled(kind)]
         ctx.save_for_backward(h)
         return h
 
     @staticmethod
     def backward(ctx, grad_y):
+        with contextlib.ExitStack() as stack:
+            for kind, dtype in ctx.autocast:
+                stack.enter_context(torch.autocast(kind, dtype=dtype))
+            return _InvertibleSequence._reverse_walk(ctx, grad_y)
+
+    @staticmethod
+    def _reverse_walk(ctx, grad_y):
         (h,) = ctx.saved_tensors
         h = h.detach()
         grad = grad_y
