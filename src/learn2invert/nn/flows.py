@@ -336,15 +336,23 @@ class AffineCoupling(FlowLayer):
     :meth:`reverse` and :meth:`reverse_packed` evaluate ``NN`` once: since ``y_a = x_a`` its
     output gives both ``x_b = (y_b - t) / s`` and, through its graph, the local backward.
 
+    With ``additive=True`` the scale is fixed at ``s = 1`` (GLOW's additive coupling, volume
+    preserving): the inverse ``x_b = y_b - t`` cannot amplify. Decoding latents that are not the
+    encoding of any training-like image (the flow prox shrinks latents of noisy images) needs
+    that: with the affine coupling, ``decode(0.95 * encode(noisy))`` of our pre-trained prior
+    overflowed to NaN (divisions by small ``s`` compound over the layers).
+
     Args:
         channels: C >= 2.
         hidden: channels of the network's two hidden layers.
+        additive: fixed unit scale (see above).
     """
 
-    def __init__(self, channels: int, hidden: int = 64) -> None:
+    def __init__(self, channels: int, hidden: int = 64, additive: bool = False) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"an affine coupling needs >= 2 channels, got {channels}")
+        self.additive = bool(additive)
         self.split = channels // 2
         self.out = channels - self.split
         self.net = nn.Sequential(
@@ -359,6 +367,8 @@ class AffineCoupling(FlowLayer):
     def shift_and_log_scale(self, xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``xa (B, C//2, H, W) -> (t, log s)``, each ``(B, C - C//2, H, W)``."""
         h = self.net(xa)
+        if self.additive:
+            return h[:, : self.out], torch.zeros_like(h[:, self.out :])
         return h[:, : self.out], F.logsigmoid(h[:, self.out :] + 2.0)
 
     def transform(self, x):
@@ -434,13 +444,17 @@ class Glow(nn.Module):
         memory: ``"autograd"`` or ``"invertible"``.
         anchor_every: passed to the engine (0: store nothing; k: every k-th packed state, to
             bound float32 drift in very deep stacks).
+        coupling: ``"affine"`` (the paper's eq. 13, bounded scale) or ``"additive"`` (unit
+            scale; stable inversion of arbitrary latents, see :class:`AffineCoupling`).
 
     ``forward(x)`` is :meth:`log_prob`.
     """
 
     def __init__(self, channels: int, image_size: int | Sequence[int], levels: int = 3, depth: int = 8,
-                 hidden: int = 64, memory: str = "autograd", anchor_every: int = 0) -> None:
+                 hidden: int = 64, memory: str = "autograd", anchor_every: int = 0, coupling: str = "affine") -> None:
         super().__init__()
+        if coupling not in ("affine", "additive"):
+            raise ValueError(f"coupling must be 'affine' or 'additive', got {coupling!r}")
         if channels < 1 or levels < 1 or depth < 1 or hidden < 1:
             raise ValueError(f"need channels, levels, depth, hidden >= 1, got {channels}, {levels}, {depth}, {hidden}")
         self.channels, self.levels, self.depth = int(channels), int(levels), int(depth)
@@ -458,7 +472,7 @@ class Glow(nn.Module):
             c *= 4  # squeeze
             layers = []
             for _ in range(self.depth):
-                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden)]
+                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden, additive=coupling == "additive")]
             self.steps.append(nn.ModuleList(layers))
             if level < self.levels - 1:
                 c -= c // 2  # the first half is factored out

@@ -24,8 +24,8 @@ from .unrolled import inverse_softplus
 OFFSET = 0.5  # images in [0, 1] enter the flow as x - OFFSET
 
 
-def _flow(channels: int, image_size: int, levels: int, depth: int, hidden: int, memory: str) -> Glow:
-    return Glow(channels, image_size, levels=levels, depth=depth, hidden=hidden, memory=memory)
+def _flow(channels: int, image_size: int, levels: int, depth: int, hidden: int, memory: str, coupling: str) -> Glow:
+    return Glow(channels, image_size, levels=levels, depth=depth, hidden=hidden, memory=memory, coupling=coupling)
 
 
 class FlowDensity(nn.Module):
@@ -33,18 +33,18 @@ class FlowDensity(nn.Module):
 
     Args:
         channels, dims: image channels; dims must be 2.
-        image_size, levels, depth, hidden, memory: of the :class:`~learn2invert.nn.flows.Glow`.
+        image_size, levels, depth, hidden, memory, coupling: of the :class:`~learn2invert.nn.flows.Glow`.
 
     :meth:`bits_per_dim` of clean 8-bit images (dequantised here) is the training loss; the
     run's weights initialise :class:`GlowProx` (``pretrained: RUN_DIR``).
     """
 
     def __init__(self, channels: int, dims: int = 2, image_size: int = 32, levels: int = 3, depth: int = 8,
-                 hidden: int = 64, memory: str = "invertible") -> None:
+                 hidden: int = 64, memory: str = "invertible", coupling: str = "affine") -> None:
         super().__init__()
         if dims != 2:
             raise ValueError(f"the GLOW flow works on 2D images, got dims={dims}")
-        self.flow = _flow(channels, image_size, levels, depth, hidden, memory)
+        self.flow = _flow(channels, image_size, levels, depth, hidden, memory, coupling)
 
     def bits_per_dim(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean bits per dimension of 8-bit images ``x`` ``(B, C, H, W)`` in ``[0, 1]`` (scalar)."""
@@ -64,7 +64,7 @@ class GlowProx(nn.Module):
 
     Args:
         channels, dims: image channels; dims must be 2.
-        image_size, levels, depth, hidden, memory: of the flow (must match a pre-trained run).
+        image_size, levels, depth, hidden, memory, coupling: of the flow (must match a pre-trained run).
         shrink_init: initial ``lambda`` (> 0; trained, kept positive by a softplus).
 
     ``(B, C, H, W) -> (B, C, H, W)``. :meth:`initial_guess` is the flow's most likely image
@@ -73,13 +73,13 @@ class GlowProx(nn.Module):
     """
 
     def __init__(self, channels: int, dims: int = 2, image_size: int = 32, levels: int = 3, depth: int = 8,
-                 hidden: int = 64, memory: str = "invertible", shrink_init: float = 0.05) -> None:
+                 hidden: int = 64, memory: str = "invertible", coupling: str = "affine", shrink_init: float = 0.05) -> None:
         super().__init__()
         if dims != 2:
             raise ValueError(f"the GLOW prox works on 2D images, got dims={dims}")
         if not shrink_init > 0:
             raise ValueError(f"shrink_init must be > 0, got {shrink_init}")
-        self.flow = _flow(channels, image_size, levels, depth, hidden, memory)
+        self.flow = _flow(channels, image_size, levels, depth, hidden, memory, coupling)
         self.shrink_raw = nn.Parameter(torch.tensor(inverse_softplus(float(shrink_init))))
 
     def shrinkage(self) -> torch.Tensor:
