@@ -94,3 +94,10 @@ def test_additive_coupling_inverts_exactly_and_matches_a_brute_force_log_det():
     # Latents of a noisy image, shrunk, decode to finite images (the affine prior overflowed here).
     noisy = x + 0.5 * torch.randn_like(x)
     assert torch.isfinite(flow.decode(flow.encode(noisy)[0] / 1.05)).all()
+    grads = {}
+    for memory in ("autograd", "invertible"):
+        flow.memory = memory
+        flow.zero_grad()
+        flow.log_prob(x).sum().backward()
+        grads[memory] = torch.cat([p.grad.flatten() for p in flow.parameters()])
+    assert torch.allclose(grads["invertible"], grads["autograd"], rtol=1e-8, atol=1e-12)

@@ -399,7 +399,9 @@ class AffineCoupling(FlowLayer):
             grad_log_s = gb * xb * s
             if grad_density is not None:
                 grad_log_s = grad_log_s + grad_density  # broadcast over the channels summed
-            grads = torch.autograd.grad([t, log_s], [xa, *params], [gb, grad_log_s], allow_unused=True)
+            # An additive coupling's log s is a constant zero: nothing to differentiate there.
+            outputs, grad_outputs = ([t, log_s], [gb, grad_log_s]) if log_s.requires_grad else ([t], [gb])
+            grads = torch.autograd.grad(outputs, [xa, *params], grad_outputs, allow_unused=True)
         grad_x = torch.cat([ga if grads[0] is None else ga + grads[0], gb * s], dim=1)
         x = torch.cat([ya, xb], dim=1)
         return x, log_s.detach().sum(dim=1, keepdim=True), grad_x, list(grads[1:])
