@@ -128,3 +128,16 @@ def test_save_load_gives_identical_reconstructions(tmp_path):
 def test_groups_must_divide_features():
     with pytest.raises(ValueError, match="divisible"):
         ShallowEquilibriumProx(1, features=10, groups=4)
+
+
+def test_training_log_records_fixed_point_statistics(tmp_path):
+    from pathlib import Path
+
+    from learn2invert.train import loop
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "deq_deblur_luser_sw.yaml"
+    result = loop.train(config, tmp_path / "run", show_progress=False, overrides=(
+        "data.patch_size=8", "data.train_length=8", "data.val_length=2", "train.epochs=1",
+        "solver.params.folds=2", "solver.params.prox_params={features: 8, groups: 4, forward_solver: {max_iter: 4}}"))
+    record = result["epochs"][-1]
+    assert 1 <= record["train_fp_iterations"] <= 4 and record["train_fp_residual"] >= 0

@@ -250,6 +250,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         solver.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress, unit="batch")
         started, seen, running, steps = time.perf_counter(), 0, 0.0, 0
+        fp_sums: dict[str, float] = {}
         for step, (indices, x) in enumerate(bar):
             x = x.to(device)
             generators = sample_generators(seed, epoch, indices.tolist())
@@ -277,9 +278,16 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             steps += 1
             seen += batch_size
             running += global_loss
-            bar.set_postfix(loss=f"{global_loss:.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+            # Equilibrium solvers report their fixed-point solves (mean iterations, residuals).
+            fixed_point = solver.diagnostics() if hasattr(solver, "diagnostics") else {}
+            for k, v in fixed_point.items():
+                fp_sums[k] = fp_sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{global_loss:.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}",
+                            **{k: f"{v:.3g}" for k, v in fixed_point.items() if k != "fp_residual_max"})
             if writer is not None and global_step % train_cfg["log_every"] == 0:
                 writer.add_scalar("train/loss", global_loss, global_step)
+                for k, v in fixed_point.items():
+                    writer.add_scalar(f"train/{k}", v, global_step)
             if totals[1].item() > 0:
                 out_of_time = True  # end this epoch here: validate, save, stop
                 break
@@ -289,7 +297,8 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         metrics = ctx.broadcast(metrics)
         record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, steps),
                   "stopped_early": out_of_time,
-                  "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()}}
+                  "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()},
+                  **{f"train_{k}": v / max(1, steps) for k, v in fp_sums.items()}}
         if config["data"]["skip_bad_files"]:
             record["skipped_files"] = _count_skipped(ctx, train_set, val_set, show_progress)
         history.append(record)
@@ -325,7 +334,8 @@ def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progr
             writer.add_scalar(f"val/{k}", v, global_step)
         writer.flush()
     if show_progress:
-        tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4g}, "
+        fixed_point = "".join(f", {k[6:]} {v:.3g}" for k, v in record.items() if k.startswith("train_fp_"))
+        tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4g}{fixed_point}, "
                    + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
 
 
