@@ -11,7 +11,7 @@ for setting in $SETTINGS; do
   acc=${setting%%:*}
   centre=${setting##*:}
   for model in irim rim unet; do
-    $L2I train "configs/mri_${model}_4x.yaml" --out "runs/mri_${model}_${acc}x" \
+    [ -f "runs/mri_${model}_${acc}x/model.safetensors" ] || $L2I train "configs/mri_${model}_4x.yaml" --out "runs/mri_${model}_${acc}x" \
       --set train.epochs=1000 --set "train.time_limit_minutes=${MINUTES}" \
       --set "operator.acceleration=${acc}" --set "operator.center_fraction=${centre}"
   done
@@ -19,5 +19,6 @@ for setting in $SETTINGS; do
     --out "docs/benchmarks/mri_${acc}x" --tv-grid 0.0003 0.001 0.003 0.01 0.03
 done
 [ "${SKIP_3D:-0}" = 1 ] && exit 0
-$L2I train configs/mri_irim3d_4x.yaml --out runs/mri_irim3d_4x --set train.time_limit_minutes=3
+[ -f runs/mri_irim3d_4x/model.safetensors ] || \
+  $L2I train configs/mri_irim3d_4x.yaml --out runs/mri_irim3d_4x --set train.time_limit_minutes=3
 $L2I eval runs/mri_irim3d_4x --out docs/benchmarks/mri_irim3d_4x.json

@@ -15,6 +15,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one core; the other stays free
 
 for variant in rim ffn gdn; do
   run="${PREFIX}_${variant}"
+  [ -f "${run}/eval_T40.json" ] && continue  # trained and evaluated already
   train_cmd="OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 l2i train ${CONFIG} --out ${run} --set solver.params.variant=${variant}"
   eval_cmd="OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 l2i eval ${run} --steps 40 --samples ${SAMPLES} --out ${run}/eval_T40.json"
   start=$(date +%s.%N)
