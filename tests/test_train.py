@@ -192,3 +192,13 @@ def test_flow_prior_config_goes_to_likelihood_training_and_resumes(tmp_path):
     assert torch.isfinite(torch.tensor(first["epochs"][0]["val_bits_per_dim"]))
     resumed = loop.train(None, tmp_path, overrides=("train.epochs=2",), resume=True, show_progress=False)
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+
+
+def test_precision_bench_times_fp32_and_bf16_steps(tmp_path):
+    from learn2invert.bench import precision_speed
+
+    out = tmp_path / "p.json"
+    assert precision_speed.main([str(SMOKE), "--steps", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["step_ms"]) == {"fp32", "bf16"} and all(v["median"] > 0 for v in result["step_ms"].values())
+    assert "| bf16 |" in out.with_suffix(".md").read_text()

@@ -62,6 +62,7 @@ BENCHMARKS = {
     "operators": ("learn2invert.bench.operator_speed", "forward/adjoint time of every operator"),
     "compare": ("learn2invert.bench.compare", "trained runs vs zero-filled/adjoint, FBP and TV on the same test data"),
     "superres": ("learn2invert.bench.rim_superres", "RIM paper Table 3: RIM vs bicubic super-resolution at x2, x3, x4"),
+    "precision": ("learn2invert.bench.precision_speed", "training step time of a config in fp32 vs bf16 / fp16 autocast"),
     "flows": ("learn2invert.bench.flow_tables", "flow-unfolding Tables I-IV from the runs of scripts/flow_experiments.sh"),
     "luser": ("learn2invert.bench.luser_tables", "LUSER Tables 2-3 from the runs of scripts/deq_experiments.sh"),
     "quality": ("learn2invert.bench.quality", "reproduce every paper table (trains what is missing, writes docs/benchmarks)"),
