@@ -40,7 +40,7 @@ done
 # configured depth (8 steps per level) and at twice that depth.
 G=configs/flow_denoise.yaml
 P="solver.params.pretrained=null"
-$L2I bench memory --threads 1 --batches 1 4 --budget-mb 1024 --json docs/benchmarks/flow_memory.json --configs \
+$L2I bench memory --threads 1 --batches 4 32 --budget-mb 1024 --check-up-to 0 --json docs/benchmarks/flow_memory.json --configs \
   "glow-depth8/invertible=$G:$P" "glow-depth8/autograd=$G:$P,solver.params.prox_params.memory=autograd" \
   "glow-depth16/invertible=$G:$P,solver.params.prox_params.depth=16" \
   "glow-depth16/autograd=$G:$P,solver.params.prox_params.depth=16,solver.params.prox_params.memory=autograd"

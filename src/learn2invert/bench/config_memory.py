@@ -91,20 +91,29 @@ def run_configs(items: list[str], batches: tuple[int, int] = (1, 4), budget_mb: 
     for item in tqdm(items, desc="memory", unit="config", disable=not show_progress):
         spec = {**parse_item(item), "threads": threads}
         small, large = (_run({**spec, "batch": b}) for b in batches)
-        per_sample = max((large["peak_bytes"] - small["peak_bytes"]) / (batches[1] - batches[0]), 1.0)
+        per_sample = (large["peak_bytes"] - small["peak_bytes"]) / (batches[1] - batches[0])
         fixed = small["peak_bytes"] - batches[0] * per_sample
-        max_batch = int((budget_mb * 2**20 - fixed) // per_sample)
+        # A peak that does not grow with the batch (below the resident-set noise of ~1 MB) gives no
+        # per-sample cost to extrapolate from: no largest batch is claimed then.
+        max_batch = int((budget_mb * 2**20 - fixed) // per_sample) if per_sample > 2**20 / 4 else None
         row = {"label": spec["label"], "config": spec["config"], "overrides": spec["overrides"],
                "parameters": small["parameters"], "image_shape": small["image_shape"],
                "peak_bytes": {str(batches[0]): small["peak_bytes"], str(batches[1]): large["peak_bytes"]},
                "saved_bytes": {str(batches[0]): small["saved_bytes"], str(batches[1]): large["saved_bytes"]},
                "step_seconds": {str(batches[0]): small["step_seconds"], str(batches[1]): large["step_seconds"]},
-               "per_sample_bytes": per_sample, "budget_mb": budget_mb, "max_batch": max(max_batch, 0)}
-        if 1 <= max_batch <= check_up_to:
+               "per_sample_bytes": per_sample, "budget_mb": budget_mb,
+               "max_batch": None if max_batch is None else max(max_batch, 0)}
+        if max_batch is not None and 1 <= max_batch <= check_up_to:
             checked = _run({**spec, "batch": max_batch})
             row["checked_peak_bytes"] = checked["peak_bytes"]
         rows.append(row)
     return rows
+
+
+def _max_batch_text(row: dict) -> str:
+    if row["max_batch"] is None:
+        return "n/a (peak did not grow with the batch)"
+    return f"{row['max_batch']} (of {row['budget_mb']:.0f} MB)"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -117,7 +126,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['label']} | {r['parameters']:,} | {'x'.join(map(str, r['image_shape']))} | "
                      f"{r['peak_bytes'][b[0]] / 2**20:.1f} | {r['peak_bytes'][b[1]] / 2**20:.1f} | "
                      f"{r['per_sample_bytes'] / 2**20:.1f} | {r['saved_bytes'][b[1]] / 2**20:.1f} | "
-                     f"{r['step_seconds'][b[1]]:.2f} | {r['max_batch']} (of {r['budget_mb']:.0f} MB) | {checked} |")
+                     f"{r['step_seconds'][b[1]]:.2f} | {_max_batch_text(r)} | {checked} |")
     return "\n".join(lines)
 
 

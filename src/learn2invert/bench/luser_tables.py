@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .compare import compare, write
+from .config_memory import _max_batch_text
 
 MODELS = ("lu_dncnn", "lu_dncnn_aux", "deq4ip", "luser_sw", "luser_sw_aux", "luser_dw", "luser_dw_aux")
 LABELS = {"lu_dncnn": "LU-DnCNN", "deq4ip": "DEQ4IP", "luser_sw": "LUSER-SW", "luser_dw": "LUSER-DW"}
@@ -84,7 +85,7 @@ def markdown(results: dict, memory: list[dict] | None) -> str:
             paper = PAPER_MEMORY.get(task, {}).get(model, (None, None))
             checked = f"{r['checked_peak_bytes'] / 2**20:.0f}" if "checked_peak_bytes" in r else "-"
             lines.append(f"| {r['label']} | {r['parameters']:,} | {f'{paper[0]:,}' if paper[0] else '-'} | "
-                         f"{r['per_sample_bytes'] / 2**20:.1f} | {r['max_batch']} (of {r['budget_mb']:.0f} MB) | "
+                         f"{r['per_sample_bytes'] / 2**20:.1f} | {_max_batch_text(r)} | "
                          f"{checked} | {paper[1] if paper[1] else '-'} |")
         lines += ["", ratio_summary(memory)]
     return "\n".join(lines)
