@@ -208,7 +208,7 @@ def markdown(summary: dict) -> str:
         ref = (f"{paper['bicubic']['psnr']:.2f} / {paper['bicubic']['ssim']:.4f}",
                f"{paper['rim']['psnr']:.2f} / {paper['rim']['ssim']:.4f}") if paper else ("–", "–")
         lines.append(f"| x{r['factor']} | {_cell(m['nearest'])} | {_cell(m['bicubic'])} | "
-                     f"{_cell(m['bicubic_torch'])} | **{_cell(m['rim'])}** (T={r['T']}) | "
+                     f"{_cell(m['bicubic_torch'])} | {_cell(m['rim'])} (T={r['T']}) | "
                      f"{100 * r['rim_beats_bicubic_fraction']:.0f} % | {ref[0]} | {ref[1]} |")
     lines += ["", f"Paper columns: RIM paper Table 3, {PAPER['dataset']}: RGB images, PSNR / SSIM as reported there "
               "(Huang et al.'s protocol scores the luminance channel); whole 321x481 photographs, not patches, "
