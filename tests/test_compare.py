@@ -62,3 +62,15 @@ def test_compare_scores_out_of_distribution_with_set_overrides(runs, tmp_path):
     # Ten times the noise and half the samples: the zero-filled input gets worse.
     assert outside["methods"]["zero-filled"]["psnr"]["mean"] < inside["methods"]["zero-filled"]["psnr"]["mean"] - 1
     assert main(base + ["--out", str(out), "--set", "solver.name=unet"]) == 2
+
+
+def test_example_figure_shows_rgb_and_grey_images(tmp_path):
+    import torch
+
+    from learn2invert.bench.compare import plot_example
+
+    for channels in (1, 2, 3):
+        example = {"truth": torch.rand(channels, 8, 8), "adjoint": torch.rand(channels, 8, 8)}
+        result = {"example": example, "methods": {"adjoint": {"psnr": {"mean": 10.0}}}}
+        plot_example(result, tmp_path / f"c{channels}.png")
+        assert (tmp_path / f"c{channels}.png").stat().st_size > 0

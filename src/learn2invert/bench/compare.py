@@ -155,16 +155,24 @@ def plot_example(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     example = result["example"]
-    truth = magnitude(example["truth"][None])[0].squeeze(0).cpu().numpy()
+
+    def displayable(image):  # (C, H, W) -> (H, W) magnitude / grey, or (H, W, 3) for RGB
+        image = image.detach().cpu()
+        if image.shape[0] == 3:
+            return image.permute(1, 2, 0).clamp(0, 1).numpy()
+        return magnitude(image[None])[0].squeeze(0).numpy()
+
+    truth = displayable(example["truth"])
     names = [m for m in result["methods"]] + ["truth"]
     vmax = float(truth.max())
     fig, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5.0), squeeze=False)
     for j, m in enumerate(names):
-        image = magnitude(example[m][None])[0].squeeze(0).cpu().numpy()
+        image = displayable(example[m])
         axes[0, j].imshow(image, cmap="gray", vmin=0, vmax=vmax)
         title = m if m == "truth" else f"{m}\n{result['methods'][m]['psnr']['mean']:.2f} dB (mean)"
         axes[0, j].set_title(title, fontsize=8)
-        axes[1, j].imshow(abs(image - truth), cmap="magma", vmin=0, vmax=0.25 * vmax)
+        error = abs(image - truth)
+        axes[1, j].imshow(error.mean(axis=-1) if error.ndim == 3 else error, cmap="magma", vmin=0, vmax=0.25 * vmax)
         axes[1, j].set_title("|error| (x4)" if m != "truth" else "", fontsize=8)
         for ax in axes[:, j]:
             ax.axis("off")

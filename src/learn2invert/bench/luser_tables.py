@@ -46,16 +46,24 @@ def label(model: str) -> str:
 
 
 def run_quality(runs_dir: Path, out: Path, tasks: list[str], samples: int | None = None,
-                show_progress: bool = True) -> dict:
-    """Score each task's runs; returns ``{task: {method: {"psnr", "ssim", "nmse"}}}``."""
+                show_progress: bool = True, reuse: bool = False) -> dict:
+    """Score each task's runs; returns ``{task: {method: {"psnr", "ssim", "nmse"}}}``.
+
+    ``reuse``: take a task's scores from an existing ``OUT/deq_{task}.json`` that covers all its
+    runs instead of scoring again (so tasks can be scored in parallel processes, then gathered).
+    """
     results = {}
     for task in tasks:
         runs = {m: runs_dir / f"deq_{task}_{m}" for m in MODELS if (runs_dir / f"deq_{task}_{m}" / "model.safetensors").is_file()}
         if not runs:
             continue
-        result = compare(runs, "test", tv=True, samples=samples, show_progress=show_progress)
-        write(result, out / f"deq_{task}")
-        results[task] = {m: {k: v["mean"] for k, v in s.items()} for m, s in result["methods"].items()}
+        previous = out / f"deq_{task}.json"
+        methods = json.loads(previous.read_text())["methods"] if reuse and previous.is_file() else {}
+        if not set(runs) <= set(methods):
+            result = compare(runs, "test", tv=True, samples=samples, show_progress=show_progress)
+            write(result, out / f"deq_{task}")
+            methods = result["methods"]
+        results[task] = {m: {k: v["mean"] for k, v in s.items()} for m, s in methods.items()}
         for m in runs:  # training steps reached in the wall-clock budget
             history = json.loads((runs[m] / "history.json").read_text())
             results[task][m]["train_steps"] = history[-1]["global_step"]
@@ -111,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/benchmarks", help="output folder")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--samples", type=int, help="limit the number of test samples")
+    parser.add_argument("--reuse", action="store_true", help="reuse OUT/deq_{task}.json where it covers the task's runs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run_quality(Path(args.runs), out, args.tasks, args.samples)
+    results = run_quality(Path(args.runs), out, args.tasks, args.samples, reuse=args.reuse)
     if not results:
         parser.error(f"no LUSER runs found in {args.runs} (run scripts/deq_experiments.sh first)")
     memory_path = out / "deq_memory.json"
