@@ -3,6 +3,7 @@ from .natural import IMAGE_NAMES, TEST_IMAGES, TRAIN_IMAGES, NaturalPatches, Tes
 from .phantoms import EllipsesDataset, random_ellipses, shepp_logan
 from .image_folder import ImageFolder
 from .brain import BrainPatches3D, BrainSlices, load_mni152, smooth_phase, split_slice_indices
+from .brain_mix import BrainSliceMix
 from .fastmri import FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles

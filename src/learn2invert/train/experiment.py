@@ -8,6 +8,7 @@ knows the difference.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,13 @@ def build_dataset(config: dict, split: str) -> Dataset:
                                           "length": length, "seed": seed, **params}, "data.params")
     if name == "brain_slices":
         return _call(data.BrainSlices, {"split": split, "size": d["patch_size"], "seed": seed, **params}, "data.params")
+    if name == "brain_mix":
+        # Training items drawn on the fly from three orientations with random geometry and
+        # contrast; validation and test are the plain axial slabs at the same base scale.
+        if split == "train":
+            return _call(data.BrainSliceMix, {"size": d["patch_size"], "length": length, "seed": seed, **params},
+                         "data.params")
+        return data.BrainSlices(split=split, size=d["patch_size"], seed=seed, scale=float(params.get("scale", 0.35)))
     if name == "brain_patches3d":
         # 3D complex patches (2, D, H, W); the patch shape comes from data.params.patch (D, H, W).
         return _call(data.BrainPatches3D, {"split": split, "seed": seed, **params}, "data.params")
@@ -64,7 +72,7 @@ def build_dataset(config: dict, split: str) -> Dataset:
         return _call(data.ImageFolder, {"root": d["root"], "grey": d["grey"], "patch_size": d["patch_size"],
                                        "seed": seed, **params}, "data.params")
     raise ConfigError(f"config key 'data.name': unknown dataset {name!r} "
-                      "(choose from natural_patches, brain_slices, brain_patches3d, ellipses, image_folder)")
+                      "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder)")
 
 
 # ---------------------------------------------------------------------------------- measurement
@@ -142,7 +150,9 @@ class Measurement:
                 masks.append(operators.masks.gaussian_mask((h, w), acc, seed=seed).reshape(1, h, w))
             else:
                 fn = operators.masks.random_mask if self.cfg["mask"] == "random" else operators.masks.equispaced_mask
-                masks.append(fn((w,), acc, self.cfg["center_fraction"], seed=seed).reshape(1, 1, w).expand(1, h, w))
+                center = self.cfg["center_fraction"]
+                center = 0.32 / acc if center == "fastmri" else center  # fastMRI's pairs: 4x/8%, 8x/4%
+                masks.append(fn((w,), acc, center, seed=seed).reshape(1, 1, w).expand(1, h, w))
         mask = torch.stack(masks)  # (B, 1, H, W)
         if len(self.image_shape) == 4:  # 3D volumes: the same 2D pattern on every slice
             mask = mask.unsqueeze(2)
@@ -216,7 +226,33 @@ SOLVERS = {"rim": _rim, "irim": _irim, "unet": _unet, "admm": _admm, "unrolled":
            "flow_density": _flow_density}
 
 
-def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  final_lr_fraction: float = 0.01) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate rising linearly over ``warmup_steps`` optimiser steps, then a cosine down to
+    ``final_lr_fraction`` of the peak at ``total_steps``; stepped once per optimiser step."""
+    if warmup_steps < 0 or total_steps < 1 or not 0.0 <= final_lr_fraction <= 1.0:
+        raise ConfigError(f"config key 'train.schedule': warmup_cosine needs warmup_steps >= 0, total steps >= 1 and "
+                          f"0 <= final_lr_fraction <= 1; got {warmup_steps}, {total_steps}, {final_lr_fraction}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_lr_fraction + (1.0 - final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# Schedules stepped after every optimiser step rather than after every epoch.
+PER_STEP_SCHEDULES = ("warmup_cosine",)
+
+
+def build_optimizer(config: dict, model: torch.nn.Module, total_steps: int | None = None) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimiser and learning-rate schedule of ``config['train']``.
+
+    ``total_steps`` (optimiser steps of the whole run) sizes the per-step ``warmup_cosine``
+    schedule; it defaults to ``train.max_steps``.
+    """
     t = config["train"]
     opt = dict(t["optimizer"])
     name = opt.pop("name", "adam")
@@ -234,4 +270,10 @@ def build_optimizer(config: dict, model: torch.nn.Module) -> tuple[torch.optim.O
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, t["epochs"]), **sched)
     if sname == "step":
         return optimizer, _call(torch.optim.lr_scheduler.StepLR, sched, "train.schedule", optimizer)
-    raise ConfigError(f"config key 'train.schedule.name': unknown schedule {sname!r} (choose from none, cosine, step)")
+    if sname == "warmup_cosine":
+        total = total_steps or t["max_steps"]
+        if not total:
+            raise ConfigError("config key 'train.schedule': warmup_cosine needs train.max_steps (its length in steps)")
+        return optimizer, _call(warmup_cosine, sched, "train.schedule", optimizer, int(total))
+    raise ConfigError(f"config key 'train.schedule.name': unknown schedule {sname!r} "
+                      "(choose from none, cosine, step, warmup_cosine)")

@@ -34,15 +34,16 @@ from tqdm import tqdm
 
 from ..data.skipping import SkipBadFiles
 from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
-                         has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint)
+                         has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
 from .config import dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
-from .experiment import Measurement, build_dataset, build_optimizer, build_solver
+from .experiment import PER_STEP_SCHEDULES, Measurement, build_dataset, build_optimizer, build_solver
 from .losses import iterate_loss, pixel_subsample_mask
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
 from .validate import validate
 
 CONFIG_FILE = "config.yaml"
+BEST_FILE = "best.safetensors"  # the weights of the lowest validation loss so far
 HISTORY_FILE = "history.json"
 
 
@@ -67,6 +68,19 @@ def _summary_writer(run_dir: Path):
 
 
 # ------------------------------------------------------------------------ per-sample measurement
+
+class _Skipping(torch.utils.data.Sampler):
+    """The indices of ``sampler`` without its first ``skip`` (a run resumed in the middle of an epoch)."""
+
+    def __init__(self, sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
 
 class _Indexed(Dataset):
     """Items as ``(index, item)``, so a batch knows which samples it holds."""
@@ -210,12 +224,23 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
     solver = build_solver(config, image_shape).to(device)
-    optimizer, scheduler = build_optimizer(config, solver)
+    local_batch = batch_size // ctx.world_size
+    steps_per_epoch = (len(train_set) // ctx.world_size) // local_batch
+    epochs, max_steps, val_every, patience = (train_cfg[k] for k in ("epochs", "max_steps", "val_every", "patience"))
+    for key, value in (("epochs", epochs), ("max_steps", max_steps), ("val_every", val_every), ("patience", patience),
+                       ("time_limit_minutes", train_cfg["time_limit_minutes"])):
+        if value < 0 or (key == "epochs" and value == 0 and not max_steps):
+            raise ValueError(f"config key 'train.{key}' must be {'positive' if key == 'epochs' else '>= 0'}, got {value}")
+    total_steps = max_steps or epochs * steps_per_epoch
+    optimizer, scheduler = build_optimizer(config, solver, total_steps)
+    per_step_schedule = config["train"]["schedule"].get("name") in PER_STEP_SCHEDULES
     scaler = grad_scaler(precision, device)
 
-    epochs = train_cfg["epochs"]
     history: list[dict] = []
-    start_epoch, global_step = 0, 0
+    # Where training stands: the epoch in progress and how many of its batches are done, plus the
+    # early-stopping state (lowest validation loss, its step, validations since it).
+    start_epoch, start_batch, global_step = 0, 0, 0
+    best = {"loss": math.inf, "step": 0, "waited": 0}
     if point is not None:  # rank 0 read it; the weights reach the other ranks through DDP's initial broadcast
         try:
             solver.load_state_dict(point.model, strict=True)
@@ -225,6 +250,8 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     if saved_state is not None:
         progress = apply_train_state(saved_state, optimizer, scheduler, scaler)
         start_epoch, global_step, history = progress["epoch"], progress["global_step"], progress["history"]
+        start_batch = progress.get("batch", 0)
+        best = progress.get("best", best)
     if ctx.is_main:
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
@@ -237,21 +264,26 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
 
     sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
                                  drop_last=True)
-    loader = DataLoader(_Indexed(train_set), batch_size=batch_size // ctx.world_size, sampler=sampler, drop_last=True)
     writer = _summary_writer(run_dir) if ctx.is_main else None
     budget = 60.0 * train_cfg["time_limit_minutes"]
     run_started = time.perf_counter()
-    out_of_time = False
-    for epoch in range(start_epoch, epochs):
+    stopped_by = "max_steps" if max_steps else "epochs"
+    epoch = start_epoch
+    while global_step < total_steps and stopped_by in ("max_steps", "epochs"):
         torch.manual_seed(seed_from(seed, epoch, "rank", ctx.rank))  # whatever a model draws (dropout) differs per rank
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
+        # A run resumed mid-epoch skips the batches it already trained on (the order is fixed by the seed).
+        skip = start_batch if epoch == start_epoch else 0
+        loader = DataLoader(_Indexed(train_set), batch_size=local_batch, sampler=_Skipping(sampler, skip * local_batch),
+                            drop_last=True)
         solver.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress, unit="batch")
+        label = f"step {global_step}/{total_steps}" if max_steps else f"epoch {epoch + 1}/{epochs}"
+        bar = tqdm(loader, desc=label, disable=not show_progress, unit="batch")
         started, seen, running, steps = time.perf_counter(), 0, 0.0, 0
         fp_sums: dict[str, float] = {}
-        for step, (indices, x) in enumerate(bar):
+        for batch_index, (indices, x) in enumerate(bar, start=skip):
             x = x.to(device)
             generators = sample_generators(seed, epoch, indices.tolist())
             y, op, sigma = measure(measurement, x, generators)
@@ -265,7 +297,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             global_loss = totals[0].item() / ctx.world_size
             if not math.isfinite(global_loss):
                 raise TrainingDiverged(
-                    f"loss is {global_loss} at epoch {epoch + 1}, batch {step + 1} (global step {global_step + 1}); "
+                    f"loss is {global_loss} at epoch {epoch + 1}, batch {batch_index + 1} (global step {global_step + 1}); "
                     f"training stopped, the last good checkpoint in {run_dir} is kept")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -274,6 +306,8 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
                 torch.nn.utils.clip_grad_norm_(solver.parameters(), train_cfg["grad_clip"])
             scaler.step(optimizer)
             scaler.update()
+            if scheduler is not None and per_step_schedule:
+                scheduler.step()
             global_step += 1
             steps += 1
             seen += batch_size
@@ -283,39 +317,60 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             for k, v in fixed_point.items():
                 fp_sums[k] = fp_sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{global_loss:.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}",
-                            **{k: f"{v:.3g}" for k, v in fixed_point.items() if k != "fp_residual_max"})
+                            step=global_step, **{k: f"{v:.3g}" for k, v in fixed_point.items() if k != "fp_residual_max"})
             if writer is not None and global_step % train_cfg["log_every"] == 0:
                 writer.add_scalar("train/loss", global_loss, global_step)
+                if scheduler is not None:
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
                 for k, v in fixed_point.items():
                     writer.add_scalar(f"train/{k}", v, global_step)
             if totals[1].item() > 0:
-                out_of_time = True  # end this epoch here: validate, save, stop
+                stopped_by = "time_limit"  # end here: validate, save, stop
+            epoch_done = batch_index + 1 == steps_per_epoch
+            if epoch_done and scheduler is not None and not per_step_schedule:
+                scheduler.step()
+            if not (stopped_by == "time_limit" or global_step >= total_steps or (val_every and global_step % val_every == 0)
+                    or (epoch_done and not val_every)):
+                continue
+            # Validate, keep the best weights, checkpoint (the resume point is the next batch).
+            metrics = validate(solver, val_set, measurement, config, device) if ctx.is_main else None
+            metrics = ctx.broadcast(metrics)
+            improved = metrics["loss"] < best["loss"]
+            best = ({"loss": metrics["loss"], "step": global_step, "waited": 0} if improved
+                    else {**best, "waited": best["waited"] + 1})
+            if patience and best["waited"] >= patience and stopped_by != "time_limit":
+                stopped_by = "patience"
+            record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, steps),
+                      "stopped_early": stopped_by in ("time_limit", "patience"), "best_step": best["step"],
+                      "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()},
+                      **{f"train_{k}": v / max(1, steps) for k, v in fp_sums.items()}}
+            if config["data"]["skip_bad_files"]:
+                record["skipped_files"] = _count_skipped(ctx, train_set, val_set, show_progress)
+            history.append(record)
+            started, seen, running, steps, fp_sums = time.perf_counter(), 0, 0.0, 0, {}
+            if ctx.is_main:
+                _log_epoch(writer, record, metrics, global_step, show_progress)
+                if improved:
+                    save_model(solver, run_dir, {"global_step": str(global_step), "val_loss": repr(metrics["loss"])},
+                               name=BEST_FILE)
+                resume_at = {"epoch": epoch + 1, "batch": 0} if epoch_done else {"epoch": epoch, "batch": batch_index + 1}
+                save_checkpoint(run_dir, solver, optimizer, scheduler,
+                                {**resume_at, "global_step": global_step, "history": history, "best": best}, scaler)
+                atomic_write_text(run_dir / HISTORY_FILE, json.dumps(history, indent=2))
+            if stopped_by in ("time_limit", "patience") or global_step >= total_steps:
                 break
-        if scheduler is not None:
-            scheduler.step()
-        metrics = validate(solver, val_set, measurement, config, device) if ctx.is_main else None
-        metrics = ctx.broadcast(metrics)
-        record = {"epoch": epoch + 1, "global_step": global_step, "train_loss": running / max(1, steps),
-                  "stopped_early": out_of_time,
-                  "seconds": time.perf_counter() - started, **{f"val_{k}": v for k, v in metrics.items()},
-                  **{f"train_{k}": v / max(1, steps) for k, v in fp_sums.items()}}
-        if config["data"]["skip_bad_files"]:
-            record["skipped_files"] = _count_skipped(ctx, train_set, val_set, show_progress)
-        history.append(record)
-        if ctx.is_main:
-            _log_epoch(writer, record, metrics, global_step, show_progress)
-            save_checkpoint(run_dir, solver, optimizer, scheduler,
-                            {"epoch": epoch + 1, "global_step": global_step, "history": history}, scaler)
-            atomic_write_text(run_dir / HISTORY_FILE, json.dumps(history, indent=2))
-        if out_of_time:
-            if show_progress:
-                tqdm.write(f"time limit of {train_cfg['time_limit_minutes']} min reached after epoch {epoch + 1} "
-                           f"(global step {global_step}); training stopped")
-            break
+        if show_progress and stopped_by == "time_limit":
+            tqdm.write(f"time limit of {train_cfg['time_limit_minutes']} min reached at global step {global_step}; "
+                       "training stopped")
+        if show_progress and stopped_by == "patience":
+            tqdm.write(f"early stopping at global step {global_step}: no lower validation loss in {patience} "
+                       f"validations; best weights (step {best['step']}) are in {run_dir / BEST_FILE}")
+        epoch += 1
     if writer is not None:
         writer.close()
     ctx.barrier()
-    return {"run_dir": str(run_dir), "epochs": history, "rank": ctx.rank, "world_size": ctx.world_size}
+    return {"run_dir": str(run_dir), "epochs": history, "rank": ctx.rank, "world_size": ctx.world_size,
+            "stopped_by": stopped_by, "best_step": best["step"]}
 
 
 def _count_skipped(ctx: DistContext, train_set: SkipBadFiles, val_set: SkipBadFiles | None, show_progress: bool) -> int:
@@ -335,20 +390,37 @@ def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progr
         writer.flush()
     if show_progress:
         fixed_point = "".join(f", {k[6:]} {v:.3g}" for k, v in record.items() if k.startswith("train_fp_"))
-        tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4g}{fixed_point}, "
+        tqdm.write(f"epoch {record['epoch']}, step {record['global_step']}: train loss {record['train_loss']:.4g}{fixed_point}, "
                    + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
 
 
-def load_solver(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
-    """Rebuild a trained solver from its run folder: returns (solver, config, measurement, image_shape)."""
+def weights_file(run_dir: str | Path, weights: str = "best") -> Path:
+    """The weights file of a run: ``best`` (lowest validation loss; the last weights for runs that
+    have no best file) or ``last`` (the latest checkpoint)."""
     run_dir = Path(run_dir)
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    if weights == "best" and (run_dir / BEST_FILE).is_file():
+        return run_dir / BEST_FILE
     if not (run_dir / MODEL_FILE).is_file():
         raise ValueError(f"{run_dir} holds no trained model ({MODEL_FILE} missing)")
+    return run_dir / MODEL_FILE
+
+
+def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
+                weights: str = "best") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
+    """Rebuild a trained solver from its run folder: returns (solver, config, measurement, image_shape).
+
+    ``weights="best"`` (default) loads the weights of the lowest validation loss
+    (``best.safetensors``), ``"last"`` the latest checkpoint (``model.safetensors``).
+    """
+    run_dir = Path(run_dir)
+    path = weights_file(run_dir, weights)
     config = load_config(run_dir / CONFIG_FILE)
     image_shape = tuple(build_dataset(config, "val")[0].shape)
     solver = build_solver(config, image_shape)
-    load_model(solver, run_dir)
+    load_model(solver, path)
     return solver.to(device).eval(), config, Measurement(config, image_shape), image_shape
 
 
-__all__ = ["train", "load_solver", "TrainingDiverged", "resolve_device", "measure", "sample_generators"]
+__all__ = ["train", "load_solver", "weights_file", "BEST_FILE", "TrainingDiverged", "resolve_device", "measure", "sample_generators"]

@@ -1,0 +1,102 @@
+"""Training to a step count: max_steps, validation every N steps, early stopping, best weights,
+warm-up + cosine schedule, resuming in the middle of an epoch."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from learn2invert.train import loop
+from learn2invert.train.checkpoint import read_safetensors
+from learn2invert.train.experiment import warmup_cosine
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+# 32 samples, batch 4: 8 steps per epoch.
+TINY = (
+    "data.train_length=32", "data.val_length=4", "data.patch_size=8", "train.batch_size=4",
+    "solver.params.steps=2", "solver.params.conv_channels=4", "solver.params.hidden_channels=4",
+)
+
+
+def test_max_steps_and_val_every_validate_on_schedule_across_epochs(tmp_path):
+    result = loop.train(SMOKE, tmp_path / "run", overrides=TINY + ("train.max_steps=12", "train.val_every=5"),
+                        show_progress=False)
+    history = result["epochs"]
+    # Validations at steps 5 and 10, and at the last step (12) though it is no multiple of 5.
+    assert [r["global_step"] for r in history] == [5, 10, 12]
+    assert [r["epoch"] for r in history] == [1, 2, 2]  # step 10 is in the second pass over the data
+    assert result["stopped_by"] == "max_steps"
+    assert all(math.isfinite(r["val_loss"]) for r in history)
+    best = min(history, key=lambda r: r["val_loss"])
+    assert result["best_step"] == best["global_step"] == history[-1]["best_step"]
+    tensors, metadata = read_safetensors(tmp_path / "run" / loop.BEST_FILE)
+    assert int(metadata["global_step"]) == best["global_step"]
+    assert float(metadata["val_loss"]) == pytest.approx(best["val_loss"])
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == history
+
+
+def test_resume_mid_epoch_reaches_the_uninterrupted_weights(tmp_path):
+    settings = TINY + ("train.val_every=3", "train.max_steps=11",
+                       "train.schedule={name: warmup_cosine, warmup_steps: 2}")
+    full = loop.train(SMOKE, tmp_path / "full", overrides=settings, show_progress=False)
+    assert [r["global_step"] for r in full["epochs"]] == [3, 6, 9, 11]
+    # The safety time cap stops the run after its first step, in the middle of the first epoch;
+    # resuming goes on from the second batch with the same schedule.
+    cut = loop.train(SMOKE, tmp_path / "cut", overrides=settings + ("train.time_limit_minutes=1e-9",),
+                     show_progress=False)
+    assert cut["stopped_by"] == "time_limit" and [r["global_step"] for r in cut["epochs"]] == [1]
+    resumed = loop.train(None, tmp_path / "cut", overrides=("train.time_limit_minutes=0",), resume=True,
+                         show_progress=False)
+    assert [r["global_step"] for r in resumed["epochs"]] == [1, 3, 6, 9, 11]
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=0, atol=1e-6), key
+
+
+def test_patience_stops_when_the_validation_loss_stops_falling(tmp_path):
+    # A learning rate of 0 never changes the weights: the validation loss never falls below the
+    # first one, so training stops after 1 + patience validations.
+    result = loop.train(SMOKE, tmp_path / "run", overrides=TINY + (
+        "train.max_steps=100", "train.val_every=2", "train.patience=2", "train.optimizer={name: sgd, lr: 0.0}"),
+        show_progress=False)
+    assert result["stopped_by"] == "patience"
+    assert [r["global_step"] for r in result["epochs"]] == [2, 4, 6]
+    assert result["best_step"] == 2 and result["epochs"][-1]["stopped_early"]
+
+
+def test_load_solver_prefers_best_weights(tmp_path):
+    loop.train(SMOKE, tmp_path / "run", overrides=TINY + ("train.max_steps=4", "train.val_every=2"), show_progress=False)
+    assert loop.weights_file(tmp_path / "run").name == loop.BEST_FILE
+    assert loop.weights_file(tmp_path / "run", "last").name == "model.safetensors"
+    best = load_file(str(tmp_path / "run" / loop.BEST_FILE))
+    solver = loop.load_solver(tmp_path / "run")[0]
+    for key, value in solver.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    (tmp_path / "run" / loop.BEST_FILE).unlink()  # runs from before best weights existed
+    assert loop.weights_file(tmp_path / "run").name == "model.safetensors"
+    with pytest.raises(ValueError, match="'best' or 'last'"):
+        loop.weights_file(tmp_path / "run", "newest")
+
+
+def test_bad_step_settings_are_refused(tmp_path):
+    for bad, key in (("train.max_steps=-1", "max_steps"), ("train.val_every=-5", "val_every"),
+                     ("train.patience=-1", "patience"), ("train.epochs=0", "epochs")):
+        with pytest.raises(ValueError, match=f"train.{key}"):
+            loop.train(SMOKE, tmp_path / key, overrides=TINY + (bad,), show_progress=False)
+
+
+def test_warmup_cosine_schedule_shape():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=10, warmup_steps=4, final_lr_fraction=0.1)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))  # falls after the warm-up
+    assert rates[10] == pytest.approx(0.1) and rates[11] == pytest.approx(0.1)  # and stays at the floor
