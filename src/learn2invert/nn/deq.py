@@ -32,6 +32,28 @@ The price of passing parameters explicitly: gradients reach only the tensors lis
 ``params`` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``) and the tensors in
 ``inputs``. A plain callable that closes over other tensors needing gradients must list them.
 No gradient flows to ``z0``: the fixed point does not depend on where the solver starts.
+Where it is cheap to see, :func:`fixed_point` warns (once per map definition) about tensors
+that would lose their gradient this way: those requiring grad that sit in a function's closure
+cells (directly, in a list, tuple or dict there, or as parameters of an ``nn.Module`` there, or
+of the module a bound method belongs to) and are neither in ``inputs`` nor in ``params``.
+Globals and attributes reached at call time are not inspected.
+
+The map is called again in the backward, so it must still be the same map then. Prefer the
+explicit form ``fixed_point(f, z0, *inputs)`` with ``f(z, *inputs)``, or one
+:class:`DEQFixedPoint` per map: a closure such as ``lambda z: m(z, x)`` written inside a loop
+is evaluated in the backward with ``m`` and ``x`` naming the *last* loop values, and a closure
+over a tensor modified in place after the forward sees the new values (tensors in ``inputs``
+and ``params`` are saved for backward and so protected by autograd's version check). The
+implicit and Jacobian-free backwards therefore check the one evaluation ``f(z*)`` they need
+anyway: if the relative residual ``||f(z*) - z*|| / ||f(z*)||`` of some sample exceeds
+``max(10 r, tol, 64 eps)``, with ``r`` the residual the forward solve reported for it
+(:class:`FixedPointStats`), ``tol`` the forward solver's tolerance and ``eps`` the machine
+epsilon of the lowest precision involved (autocast in the forward included, since the backward
+runs outside autocast), they raise a ``RuntimeError`` rather than return gradients of another
+map. Without a change the two residuals agree to round-off (same map, same point), so a solve
+that stopped short of ``tol`` passes; conversely a change too small to raise the residual above
+that bound (e.g. after a poorly converged forward) goes unnoticed. ``"unrolled"`` builds its
+graph in the forward and needs no check.
 
 Spectral norm (and any parametrization whose output depends on training mode or buffers): in
 training mode ``torch.nn.utils.parametrizations.spectral_norm`` runs a power iteration at
@@ -48,6 +70,8 @@ be deterministic (no dropout): the solvers stop per sample and assume ``f`` is a
 """
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -58,6 +82,13 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 BACKWARD_MODES = ("implicit", "jacobian_free", "unrolled")
+
+# The backward's check that the map did not change (module docstring): a residual of f(z*) above
+# max(CHANGE_FACTOR * forward residual, tol, CHANGE_EPS * eps) means the map is not the one solved.
+# Unchanged, the two residuals agree to round-off; a map that really changed (another closure
+# value, another stage's weights) typically leaves residuals of order 1e-2 to 1.
+CHANGE_FACTOR = 10.0
+CHANGE_EPS = 64.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +328,11 @@ class _FrozenParametrizations:
 
 
 class _Call:
-    """Everything one fixed-point call needs in its backward (kept on the autograd context)."""
+    """Everything one fixed-point call needs in its backward (kept on the autograd context).
+
+    ``forward_stats`` and ``autocast_dtypes`` (the autocast dtypes active during the forward
+    solve, which the backward does not re-enter) are filled in by the forward.
+    """
 
     def __init__(self, f, forward_solver, backward_solver, backward, frozen, n_inputs, on_backward_stats):
         self.f = f
@@ -308,6 +343,54 @@ class _Call:
         self.n_inputs = n_inputs
         self.on_backward_stats = on_backward_stats
         self.forward_stats: FixedPointStats | None = None
+        self.autocast_dtypes: list[torch.dtype] = []
+
+
+def _check_map_unchanged(call: _Call, z_star: Tensor, fz: Tensor) -> None:
+    """Raise if the stored fixed point is no longer one of the map as the backward evaluates it.
+
+    The rule and its bound ``max(CHANGE_FACTOR * r, tol, CHANGE_EPS * eps)`` are in the module
+    docstring. Samples whose forward residual is not finite (a diverged solve) are not judged:
+    there is nothing to compare with. Costs one reduction and one host sync per backward (the
+    adjoint solve syncs at every step anyway).
+
+    Args:
+        call: the call; its ``forward_stats.residual`` ``(B,)``, forward tolerance and autocast dtypes.
+        z_star: the fixed point returned by the forward, ``(B, ...)``.
+        fz: ``f(z*)`` as evaluated in the backward (any shape; a different one means a different map).
+    """
+    if fz.shape != z_star.shape:
+        raise RuntimeError(
+            f"fixed_point: the map changed between the forward solve and the backward: it now returns "
+            f"shape {tuple(fz.shape)} at the fixed point of shape {tuple(z_star.shape)}. {_CHANGED_HINT}"
+        )
+    batch = z_star.shape[0]
+    dtype = torch.promote_types(fz.dtype, z_star.dtype)
+    with torch.no_grad():
+        res = _relative_residual(fz.detach().reshape(batch, -1).to(dtype), z_star.reshape(batch, -1).to(dtype))
+        forward_res = call.forward_stats.residual.to(device=res.device, dtype=res.dtype)
+        eps = max(torch.finfo(d.to_real()).eps for d in (fz.dtype, z_star.dtype, *call.autocast_dtypes))
+        bound = (CHANGE_FACTOR * forward_res).clamp_min(max(call.forward_solver.tol, CHANGE_EPS * eps))
+        changed = torch.isfinite(forward_res) & ~(res <= bound)  # a NaN residual now counts as changed
+        if not bool(changed.any()):
+            return
+        worst = int(torch.where(changed, res / bound, torch.full_like(res, -1.0)).nan_to_num(float("inf")).argmax())
+    raise RuntimeError(
+        f"fixed_point: the map changed between the forward solve and the backward: the fixed point "
+        f"z* the forward returned has relative residual ||f(z*) - z*|| / ||f(z*)|| = {float(res[worst]):.3g} "
+        f"under the map as called in the backward, against {float(forward_res[worst]):.3g} when the forward "
+        f"solve returned it (sample {worst}, {int(changed.sum())} of {batch} samples above the bound "
+        f"{float(bound[worst]):.3g}). Its gradient would be that of another map. {_CHANGED_HINT}"
+    )
+
+
+_CHANGED_HINT = (
+    "Likely cause: the map is a closure over a loop variable (e.g. `lambda z: m(z, x)` written inside a "
+    "loop: by the time the backward calls it, `m` and `x` name the last loop values) or over tensors "
+    "that were modified in place after the forward. Pass the inputs explicitly instead, "
+    "`fixed_point(f, z0, *inputs)` with `f(z, *inputs)` (e.g. `fixed_point(m, z0, x)`; an nn.Module "
+    "map's parameters are found by default), or use one DEQFixedPoint per map."
+)
 
 
 class _ImplicitFixedPoint(torch.autograd.Function):
@@ -322,6 +405,9 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         inputs = args[: call.n_inputs]
         with call.frozen:
             z_star, call.forward_stats = call.forward_solver(lambda z: call.f(z, *inputs), z0)
+        call.autocast_dtypes = [
+            torch.get_autocast_dtype(kind) for kind in ("cpu", "cuda") if torch.is_autocast_enabled(kind)
+        ]
         ctx.call = call
         # Tensors go through save_for_backward (version checks); other arguments are kept as is.
         ctx.template = [None if isinstance(a, Tensor) else a for a in args]
@@ -350,6 +436,8 @@ class _ImplicitFixedPoint(torch.autograd.Function):
             ]
             with call.frozen:
                 out = call.f(z, *leaves[: call.n_inputs])
+        # Before spending an adjoint solve: is z* still a fixed point of the map as called now?
+        _check_map_unchanged(call, z_star, out)
         stats = None
         if call.backward == "implicit" and out.requires_grad:
 
