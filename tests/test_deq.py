@@ -1,9 +1,12 @@
 """Deep-equilibrium fixed points: Anderson, per-sample stopping, implicit gradients equal to unrolled ones."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+import learn2invert.nn.deq as deq_module
 from learn2invert.nn.deq import (
     DEQFixedPoint,
     FixedPointSolver,
@@ -279,6 +282,153 @@ def test_without_gradients_the_solve_only_records_its_stats():
         z = deq(torch.zeros_like(x), _inject()(x))
     assert z.grad_fn is None and z.shape == x.shape
     assert deq.last_forward_stats.residual.shape == (2,) and bool(deq.last_forward_stats.converged.all())
+
+
+# ---------------------------------------------------------------------------------------------
+# A map that changed between forward and backward; tensors a closure would cut off
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def warn_afresh(monkeypatch):
+    """Forget which map definitions were warned about (once per definition), so each test sees its warnings."""
+    monkeypatch.setattr(deq_module, "_WARNED_MAPS", set())
+
+
+def _loop_problem(case):
+    """Two solves in one forward pass: one map and two injections, or two maps (issue: closure over a loop variable)."""
+    torch.manual_seed(6)
+    maps = [_ConvMap(hidden=4).double().eval() for _ in range(2)]
+    if case == "same-map":
+        maps = maps[:1] * 2
+    xs = [torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    params = list(nn.ModuleList(maps).parameters())  # deduplicated for the shared map
+    weight = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    z0 = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    return maps, xs, params, weight, z0
+
+
+def _loop_loss(outs, weight):
+    return sum((z * weight).sum() for z in outs)
+
+
+@pytest.mark.parametrize("backward", ["implicit", "jacobian_free"])
+@pytest.mark.parametrize("case", ["same-map", "two-maps"])
+def test_a_closure_over_loop_variables_fails_loudly(case, backward, warn_afresh):
+    """``lambda z: m(z, xi)`` in a loop: the backward would call the last map on the first fixed point.
+
+    Before the check, on this problem, the parameter gradients were off by 0.98 (same map) and 1.0
+    (two maps) against the unrolled reference and ``xi`` got none, silently.
+    """
+    maps, xs, params, weight, z0 = _loop_problem(case)
+    with pytest.warns(UserWarning, match=r"closes over tensors .*\(xi\)"):  # xi requires grad, is no input
+        outs = [
+            fixed_point(lambda z: m(z, xi), z0, params=list(m.parameters()), forward_solver=TIGHT, backward=backward)[0]
+            for m, xi in zip(maps, xs)
+        ]
+    with pytest.raises(RuntimeError, match="map changed between the forward solve and the backward") as err:
+        torch.autograd.grad(_loop_loss(outs, weight), params, allow_unused=True)
+    assert "closure over a loop variable" in str(err.value) and "fixed_point(f, z0, *inputs)" in str(err.value)
+
+
+@pytest.mark.parametrize("form", ["fixed_point", "DEQFixedPoint"])
+@pytest.mark.parametrize("case", ["same-map", "two-maps"])
+def test_explicit_inputs_in_a_loop_match_unrolled(case, form):
+    """The documented forms of the same loop: gradients w.r.t. both injections and all parameters to round-off."""
+    maps, xs, params, weight, z0 = _loop_problem(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about
+        if form == "fixed_point":
+            outs = [fixed_point(m, z0, xi, forward_solver=TIGHT)[0] for m, xi in zip(maps, xs)]
+        else:
+            outs = [DEQFixedPoint(m, forward_solver=TIGHT)(z0, xi) for m, xi in zip(maps, xs)]
+        got = torch.autograd.grad(_loop_loss(outs, weight), [*xs, *params])
+    ref = torch.autograd.grad(_loop_loss([_unrolled(m, z0, xi) for m, xi in zip(maps, xs)], weight), [*xs, *params])
+    assert _rel_err(ref, got) < 1e-10
+
+
+def test_unrolled_backward_differentiates_a_closure_as_written():
+    """Unrolled builds its graph in the forward: the closure's values at that time are the ones differentiated."""
+    maps, xs, params, weight, z0 = _loop_problem("two-maps")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outs = [
+            fixed_point(lambda z: m(z, xi), z0, params=list(m.parameters()), forward_solver=TIGHT, backward="unrolled")[0]
+            for m, xi in zip(maps, xs)
+        ]
+    got = torch.autograd.grad(_loop_loss(outs, weight), [*xs, *params])
+    ref = torch.autograd.grad(_loop_loss([_unrolled(m, z0, xi) for m, xi in zip(maps, xs)], weight), [*xs, *params])
+    assert _rel_err(ref, got) < 1e-10
+
+
+def test_a_tensor_modified_in_place_after_the_forward_is_caught():
+    """A closure over a constant tensor (no gradient wanted, so no warning) that is changed before backward."""
+    w, b, c = _tanh_problem()
+    c.requires_grad_(True)
+    z, _ = fixed_point(lambda z, inj: _tanh_map(z, inj, 0.5, w, b), torch.zeros_like(c), c, forward_solver=TIGHT)
+    with torch.no_grad():
+        b.add_(0.01)  # not saved for backward, so autograd's version check cannot see it
+    with pytest.raises(RuntimeError, match="modified in place"):
+        torch.autograd.grad(z.sum(), c)
+
+
+def test_an_unconverged_forward_solve_passes_the_check():
+    """The bound is relative to the residual the forward reported, so stopping short of tol is no error."""
+    w, b, c = _tanh_problem()
+    c.requires_grad_(True)
+    z, stats = fixed_point(
+        lambda z, inj: _tanh_map(z, inj, 0.5, w, b), torch.zeros_like(c), c, forward_solver=FixedPointSolver(tol=1e-12, max_iter=3)
+    )
+    assert not bool(stats.converged.any()) and float(stats.residual.min()) > 1e-3
+    (g,) = torch.autograd.grad(z.sum(), c)
+    assert bool(torch.isfinite(g).all())
+
+
+def test_closed_over_tensors_missing_from_params_are_warned_about_once(warn_afresh):
+    w, b, c = _tanh_problem()
+    w.requires_grad_(True), b.requires_grad_(True), c.requires_grad_(True)
+    fmap = _ConvMap().double().eval()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    inj = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+
+    def solve_tanh(params):
+        return fixed_point(lambda z, inj: _tanh_map(z, inj, 0.5, w, b), torch.zeros_like(c), c, params=params)
+
+    with pytest.warns(UserWarning, match=r"\(b\)"):  # w is listed, b is not
+        solve_tanh([w])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_tanh([w])  # the same definition again: warned once already
+        solve_tanh([w, b])  # everything listed
+        with torch.no_grad():  # no gradient wanted at all
+            fixed_point(lambda z: fmap(z, inj), torch.zeros_like(x))
+    # A module in the closure whose parameters are not listed (params default to none for a lambda).
+    with pytest.warns(UserWarning, match=r"fmap\.data\.0\.bias"):
+        fixed_point(lambda z, inj: fmap(z, inj), torch.zeros_like(x), inj + 0 * x)
+    # A bound method of a module: its parameters are not found by default either.
+    with pytest.warns(UserWarning, match=r"self\.mix"):
+        fixed_point(fmap.forward, torch.zeros_like(x), inj + 0 * x)
+
+
+def test_luser_and_deq4ip_pass_the_checks_with_their_loose_solves():
+    """Their maps are modules with explicit inputs: no warning, and a forward that stops short of tol raises nothing."""
+    from learn2invert.operators import GaussianBlur
+    from learn2invert.solvers.luser import DEQ4IP
+    from learn2invert.solvers.unrolled import unrolled_solver
+
+    torch.manual_seed(0)
+    op = GaussianBlur(kernel_size=3, sigma=1.0)
+    x = torch.rand(2, 3, 8, 8)
+    y = op.A(x)
+    luser = unrolled_solver(3, prox="luser", folds=2, shared=False, init="measurement", prox_params={"features": 8, "groups": 4})
+    deq4ip = DEQ4IP(3, depth=3, features=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for solver in (luser, deq4ip):
+            loss = ((solver(y, op)[-1] - x) ** 2).sum()
+            loss.backward()
+            assert solver.diagnostics()["fp_residual_max"] > 1e-3  # not converged: the case the bound allows for
+            assert all(bool(torch.isfinite(p.grad).all()) for p in solver.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

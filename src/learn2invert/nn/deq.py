@@ -389,7 +389,9 @@ _CHANGED_HINT = (
     "loop: by the time the backward calls it, `m` and `x` name the last loop values) or over tensors "
     "that were modified in place after the forward. Pass the inputs explicitly instead, "
     "`fixed_point(f, z0, *inputs)` with `f(z, *inputs)` (e.g. `fixed_point(m, z0, x)`; an nn.Module "
-    "map's parameters are found by default), or use one DEQFixedPoint per map."
+    "map's parameters are found by default), or use one DEQFixedPoint per map. (The same error comes "
+    "from a map that is not deterministic, e.g. dropout, or whose batch samples interact, e.g. BatchNorm "
+    "in training mode: fixed_point supports neither.)"
 )
 
 
@@ -461,6 +463,71 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         return (None, None, *grads)
 
 
+_WARNED_MAPS: set[Any] = set()  # code objects (or types) already warned about: one warning per map definition
+
+
+def _untracked_closure_tensors(f: Any, tracked: set[int]) -> list[str]:
+    """Names of tensors requiring grad that ``f`` visibly closes over and that are not in ``tracked`` (ids).
+
+    Looks only where it is cheap and certain (module docstring): the closure cells of a function
+    (or of a bound method's function) and the module a bound method belongs to; inside those,
+    tensors, ``nn.Module`` parameters, and one level of list, tuple or dict. Returns names such
+    as ``"x"``, ``"m.mix.0.bias"``, ``"xs[1]"``.
+    """
+    found: list[str] = []
+
+    def visit(name: str, value: Any, depth: int) -> None:
+        if isinstance(value, Tensor):
+            if value.requires_grad and id(value) not in tracked:
+                found.append(name)
+        elif isinstance(value, nn.Module):
+            found.extend(
+                f"{name}.{pname}" for pname, p in value.named_parameters() if p.requires_grad and id(p) not in tracked
+            )
+        elif depth == 0 and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(f"{name}[{i}]", item, 1)
+        elif depth == 0 and isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{name}[{key!r}]", item, 1)
+
+    fn = f
+    if inspect.ismethod(f):
+        visit("self", f.__self__, 0)
+        fn = f.__func__
+    code, closure = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is not None and closure:
+        for name, cell in zip(code.co_freevars, closure):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not yet assigned
+                continue
+            visit(name, value, 0)
+    return found
+
+
+def _warn_untracked(f: Any, inputs: Sequence[Any], params: Sequence[Tensor]) -> None:
+    """Warn once per map definition about closure tensors whose gradient this call would drop."""
+    fn = getattr(f, "__func__", f)
+    key = getattr(fn, "__code__", None) or type(f)
+    if key in _WARNED_MAPS or isinstance(f, nn.Module):  # a module map's parameters are the default params
+        return
+    tracked = {id(t) for t in [*inputs, *params] if isinstance(t, Tensor)}
+    names = _untracked_closure_tensors(f, tracked)
+    if not names:
+        return
+    _WARNED_MAPS.add(key)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    warnings.warn(
+        f"fixed_point: the map closes over tensors that require grad but are neither inputs nor params "
+        f"({shown}); they get no gradient through this fixed point. Pass them as inputs, "
+        f"`fixed_point(f, z0, *inputs)` with `f(z, *inputs)`, or list them in `params` (an nn.Module map "
+        f"needs neither for its own parameters). Warned once per map definition.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def fixed_point(
     f: Callable[..., Tensor],
     z0: Tensor,
@@ -480,6 +547,9 @@ def fixed_point(
         inputs: further arguments of ``f`` (injections ``(B, ...)``, or non-tensors passed as is).
         params: tensors ``f`` uses that need gradients besides ``inputs``; default
             ``f.parameters()`` (those requiring grad) for an ``nn.Module``, none otherwise.
+            Tensors requiring grad that ``f`` visibly closes over but that are in neither
+            ``inputs`` nor ``params`` get no gradient; a ``UserWarning`` says so once per map
+            definition (module docstring).
         forward_solver: settings of the forward solve (default ``FixedPointSolver()``).
         backward_solver: settings of the adjoint solve (default: those of the forward).
         backward: ``"implicit"``, ``"jacobian_free"`` or ``"unrolled"`` (module docstring).
@@ -488,6 +558,11 @@ def fixed_point(
 
     Returns:
         ``(z*, stats)``: the fixed point, shape of ``z0``, and the forward solve's statistics.
+
+    Raises:
+        RuntimeError: in the backward (``"implicit"``, ``"jacobian_free"``), when ``f`` evaluated
+            at ``z*`` is no longer close to ``z*``: the map changed between forward and backward,
+            typically a closure over a loop variable (module docstring).
     """
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
@@ -498,6 +573,9 @@ def fixed_point(
     frozen = _FrozenParametrizations(f)
     tensors = [a for a in inputs if isinstance(a, Tensor)] + list(params)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if torch.is_grad_enabled() and not (backward == "unrolled" and needs_grad):
+        # Unrolled under autograd reaches closure tensors by itself; every other path drops them.
+        _warn_untracked(f, inputs, params)
 
     if backward == "unrolled" and needs_grad:
         with frozen:
