@@ -74,3 +74,17 @@ def test_example_figure_shows_rgb_and_grey_images(tmp_path):
         result = {"example": example, "methods": {"adjoint": {"psnr": {"mean": 10.0}}}}
         plot_example(result, tmp_path / f"c{channels}.png")
         assert (tmp_path / f"c{channels}.png").stat().st_size > 0
+
+
+def test_real_dicom_scan_is_scored_with_the_tv_weight_of_the_validation_slices(runs, tmp_path):
+    pytest.importorskip("pydicom")
+    out = tmp_path / "real"
+    common = ["bench", "compare", f"rim={runs['rim']}", "--samples", "3", "--tv-iterations", "20",
+              "--tv-grid", "0.001", "0.01"]
+    assert main(common + ["--out", str(tmp_path / "val")]) == 0
+    assert main(common + ["--out", str(out), "--test-set", "data.name=dicom", "--test-set", "data.root=pydicom:MR_small.dcm",
+                          "--test-set", "data.params={repeats: 3}", "--test-set", "data.patch_size=64"]) == 0
+    real = json.loads(out.with_suffix(".json").read_text())
+    assert real["data"]["name"] == "dicom" and real["samples"] == 3
+    # The weight comes from the (unchanged) validation slices, so both runs choose the same one.
+    assert real["tv_weight"] == json.loads((tmp_path / "val.json").read_text())["tv_weight"]

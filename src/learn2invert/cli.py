@@ -48,11 +48,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .train.reconstruct import reconstruct
 
-    result = reconstruct(args.run_dir, args.input, args.output, simulate=args.simulate, seed=args.seed,
+    if args.pretrained:
+        from . import pretrained
+
+        if len(args.paths) != 2:
+            raise ValueError("with --pretrained NAME give INPUT and OUTPUT only (no run folder)")
+        run_dir, (input_path, output) = pretrained.path(args.pretrained), args.paths
+    elif len(args.paths) != 3:
+        raise ValueError("give RUN_DIR INPUT OUTPUT (or --pretrained NAME INPUT OUTPUT)")
+    else:
+        run_dir, input_path, output = args.paths
+    result = reconstruct(run_dir, input_path, output, simulate=args.simulate, seed=args.seed,
                          axis=args.axis, device=args.device)
     for name, scores in result.get("metrics", {}).items():
         print(f"{name}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
     print(f"wrote {result['output']} and {result['side_by_side']}")
+    return 0
+
+
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from . import pretrained
+
+    names = pretrained.available()
+    if not names:
+        print("no shipped models in this installation")
+        return 0
+    print(f"{'name':<12} {'solver':<8} {'parameters':>10} {'steps':>6}  task")
+    for name in names:
+        info = pretrained.card(name)
+        print(f"{name:<12} {info.get('solver', ''):<8} {info.get('parameters', 0):>10,} {info.get('optimiser_steps', 0):>6}  "
+              f"{info.get('task', '')}")
+        for test, methods in info.get("metrics", {}).items():
+            row = ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in methods.items())
+            print(f"{'':<12} {test}: {row}")
+    print(f"model cards: {pretrained.ROOT}/<name>/README.md")
     return 0
 
 
@@ -115,12 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     rc = sub.add_parser("reconstruct",
-                        help="reconstruct your own file (image, NIfTI volume, fastMRI .h5) with a trained run")
-    rc.add_argument("run_dir")
-    rc.add_argument("input", help="measured image (denoising, blur, super-resolution), clean image or NIfTI volume "
-                                  "with --simulate, or fastMRI single-coil .h5 (MRI runs)")
-    rc.add_argument("output", help=".png or .npy for images, .nii/.nii.gz/.npy for volumes, .h5 for fastMRI files; "
-                                   "a <stem>_side_by_side.png is written beside it")
+                        help="reconstruct your own file (image, NIfTI volume, fastMRI .h5) with a trained run",
+                        description="l2i reconstruct RUN_DIR INPUT OUTPUT, or l2i reconstruct --pretrained NAME INPUT "
+                                    "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a clean image "
+                                    "or NIfTI volume with --simulate, or a fastMRI single-coil .h5 (MRI runs). OUTPUT: "
+                                    ".png or .npy for images, .nii/.nii.gz/.npy for volumes, .h5 for fastMRI files; a "
+                                    "<stem>_side_by_side.png is written beside it.")
+    rc.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT OUTPUT",
+                    help="a run folder of l2i train (left out with --pretrained), the input and the output file")
+    rc.add_argument("--pretrained", metavar="NAME", help="use a shipped model instead of a run folder (l2i pretrained list)")
     rc.add_argument("--simulate", action="store_true",
                     help="INPUT is the clean truth: simulate the run's measurement, reconstruct and score it")
     rc.add_argument("--seed", type=int, default=0, help="seed of the simulated physics and noise (default: 0)")
@@ -128,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NIfTI volumes: reconstruct the slices along this axis (default: 2, axial)")
     rc.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the solver runs (default: cpu)")
     rc.set_defaults(func=_cmd_reconstruct)
+
+    pt = sub.add_parser("pretrained", help="the trained models shipped with the package (l2i pretrained list)")
+    pt.add_argument("action", choices=("list",), help="list: names, sizes, steps and measured metrics")
+    pt.set_defaults(func=_cmd_pretrained)
 
     be = sub.add_parser("bench", help="measure memory, speed or operators; each writes JSON + Markdown (+ a plot)",
                         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),

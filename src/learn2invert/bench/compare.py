@@ -79,11 +79,15 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
 
 def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, samples: int | None = None,
             show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None,
-            tv_validation_samples: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+            tv_validation_samples: int | None = None, overrides: list[str] | tuple[str, ...] = (),
+            test_overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Score every run and the classical baselines on the same measurements of ``split``.
 
     ``overrides`` (``key=value`` on ``data.*`` / ``operator.*``) change the test problem, e.g. for
     out-of-distribution scoring; the TV weight is then chosen on the changed problem's validation split.
+    ``test_overrides`` change only the scored data, not the validation split: e.g. real scans
+    (``data.name=dicom``) scored with the TV weight chosen on the models' own validation data,
+    never on the images that are scored.
 
     Returns ``{"methods": {name: {metric: {"mean", "std"}}}, "seconds": {name: s}, "tv_weight": lam,
     "example": {name: (C, H, W) tensor of one sample}, "config": config}``.
@@ -106,11 +110,12 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
         validation = [(y, op, x) for x, y, op, _ in _batches(config, "val", EVAL_SEED + 1, n_val)]
         tv_weight, _ = choose_tv_weight(validation, grid=tv_grid, iterations=tv_iterations, data_range=data_range)
 
+    test_config = with_overrides(config, test_overrides)
     methods = [baseline] + (["fbp"] if config["operator"]["name"] == "ct" else []) + (["tv"] if tv else []) + list(solvers)
     scores = {m: {k: [] for k in METRICS} for m in methods}
     seconds = {m: 0.0 for m in methods}
     example = {}
-    batches = list(_batches(config, split, EVAL_SEED, samples))
+    batches = list(_batches(test_config, split, EVAL_SEED, samples))
     bar = tqdm(total=sum(b[0].shape[0] for b in batches) * len(methods), desc=f"compare on {split}", unit="recon",
                disable=not show_progress)
     for x, y, op, sigma in batches:
@@ -137,7 +142,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
     summary = {m: {k: {"mean": float(torch.cat(v).mean()), "std": float(torch.cat(v).std(unbiased=False))}
                    for k, v in s.items()} for m, s in scores.items()}
     return {"methods": summary, "seconds_per_sample": {m: s / n for m, s in seconds.items()}, "tv_weight": tv_weight,
-            "samples": n, "split": split, "example": example, "config": config}
+            "samples": n, "split": split, "example": example, "config": test_config}
 
 
 def markdown_table(result: dict) -> str:
@@ -206,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tv-grid", type=float, nargs="+", help="candidate TV weights (default: 13 log-spaced values)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change the test problem (data.* / operator.*), e.g. operator.noise_sigma=0.25 or data.name=ellipses")
+    parser.add_argument("--test-set", dest="test_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change only the scored data, not the validation data the TV weight is chosen on, e.g. "
+                             "--test-set data.name=dicom --test-set data.root=pydicom:MR_small.dcm")
     args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:
@@ -214,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
         runs[name] = path
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
-                     tv_grid=args.tv_grid, overrides=args.overrides)
+                     tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides)
     path = write(result, args.out)
     print(markdown_table(result))
     if result["tv_weight"] is not None:

@@ -58,6 +58,12 @@ def build_dataset(config: dict, split: str) -> Dataset:
             return _call(data.BrainSliceMix, {"size": d["patch_size"], "length": length, "seed": seed, **params},
                          "data.params")
         return data.BrainSlices(split=split, size=d["patch_size"], seed=seed, scale=float(params.get("scale", 0.35)))
+    if name == "dicom":
+        # Real scans for out-of-distribution scoring (the same files for every split).
+        if not d["root"]:
+            raise ConfigError("config key 'data.root' must name DICOM files for data.name=dicom (e.g. pydicom:MR_small.dcm)")
+        return _call(data.DicomImages, {"root": d["root"], "size": d["patch_size"],
+                                       "complex": config["operator"]["name"] == "mri", **params}, "data.params")
     if name == "brain_patches3d":
         # 3D complex patches (2, D, H, W); the patch shape comes from data.params.patch (D, H, W).
         return _call(data.BrainPatches3D, {"split": split, "seed": seed, **params}, "data.params")
@@ -72,7 +78,7 @@ def build_dataset(config: dict, split: str) -> Dataset:
         return _call(data.ImageFolder, {"root": d["root"], "grey": d["grey"], "patch_size": d["patch_size"],
                                        "seed": seed, **params}, "data.params")
     raise ConfigError(f"config key 'data.name': unknown dataset {name!r} "
-                      "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder)")
+                      "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder, dicom)")
 
 
 # ---------------------------------------------------------------------------------- measurement
