@@ -100,3 +100,18 @@ def test_warmup_cosine_schedule_shape():
     assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert all(a >= b for a, b in zip(rates[3:], rates[4:]))  # falls after the warm-up
     assert rates[10] == pytest.approx(0.1) and rates[11] == pytest.approx(0.1)  # and stays at the floor
+
+
+def test_init_weights_starts_from_another_runs_best_weights(tmp_path):
+    loop.train(SMOKE, tmp_path / "source", overrides=TINY + ("train.max_steps=4", "train.val_every=2"), show_progress=False)
+    frozen = TINY + ("train.max_steps=1", "train.optimizer={name: sgd, lr: 0.0}")
+    loop.train(SMOKE, tmp_path / "tuned", overrides=frozen + (f"train.init_weights={tmp_path / 'source'}",),
+               show_progress=False)
+    best = load_file(str(tmp_path / "source" / loop.BEST_FILE))
+    tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    assert all(torch.equal(best[k], tuned[k]) for k in best)
+    with pytest.raises(ValueError, match="train.init_weights"):
+        loop.train(SMOKE, tmp_path / "bad", overrides=frozen + (f"train.init_weights={tmp_path / 'nowhere'}",),
+                   show_progress=False)
+    with pytest.raises(ValueError, match="no shipped model named 'nope'"):
+        loop.train(SMOKE, tmp_path / "bad2", overrides=frozen + ("train.init_weights=pretrained:nope",), show_progress=False)

@@ -10,7 +10,7 @@ from . import __version__
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main_summary, run_demo
 
-    print(main_summary(run_demo(args.out, minutes=args.minutes, seed=args.seed)))
+    print(main_summary(run_demo(args.out, steps=args.steps, seed=args.seed)))
     return 0
 
 
@@ -110,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"learn2invert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the main job: train i-RIM, RIM and U-Net for 4x MRI on embedded brain slices, "
-                                       "compare with zero-filled and TV, write a report")
+    demo = sub.add_parser("demo", help="the main job: the shipped MRI models vs zero-filled and TV on held-out brain "
+                                       "slices and a real MR scan, a short fine-tuning run, training memory; a report")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--minutes", type=float, default=10.0, help="total budget in minutes (default: 10)")
+    demo.add_argument("--steps", type=int, default=30, help="optimiser steps of the fine-tuning run (default: 30)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 

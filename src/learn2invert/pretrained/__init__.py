@@ -104,7 +104,7 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path =
 
     run_dir = Path(run_dir)
     source = weights_file(run_dir, "best")
-    solver = load_solver(run_dir, "cpu", weights="best")[0]
+    solver, config, _, _ = load_solver(run_dir, "cpu", weights="best")
     history = json.loads((run_dir / "history.json").read_text())
     folder = Path(destination) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,8 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path =
     write_safetensors(folder / "model.safetensors", tensors, metadata)
     shutil.copyfile(run_dir / "config.yaml", folder / "config.yaml")
     last = history[-1] if history else {}
-    full = {"name": name, **info, "parameters": sum(p.numel() for p in solver.parameters()),
+    full = {"name": name, "solver": config["solver"]["name"], "operator": config["operator"]["name"], **info,
+            "parameters": sum(p.numel() for p in solver.parameters()),
             "optimiser_steps": last.get("global_step"), "best_step": last.get("best_step"),
             "stopped_early": bool(last.get("stopped_early")),
             "validation_curve": [[r["global_step"], r.get("val_psnr")] for r in history]}

@@ -241,6 +241,8 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     # early-stopping state (lowest validation loss, its step, validations since it).
     start_epoch, start_batch, global_step = 0, 0, 0
     best = {"loss": math.inf, "step": 0, "waited": 0}
+    if point is None and train_cfg["init_weights"]:  # fine-tuning; every rank reads the same file
+        load_model(solver, weights_file(_init_folder(train_cfg["init_weights"]), "best"))
     if point is not None:  # rank 0 read it; the weights reach the other ranks through DDP's initial broadcast
         try:
             solver.load_state_dict(point.model, strict=True)
@@ -392,6 +394,17 @@ def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progr
         fixed_point = "".join(f", {k[6:]} {v:.3g}" for k, v in record.items() if k.startswith("train_fp_"))
         tqdm.write(f"epoch {record['epoch']}, step {record['global_step']}: train loss {record['train_loss']:.4g}{fixed_point}, "
                    + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
+
+
+def _init_folder(name: str) -> Path:
+    """The run folder named by ``train.init_weights``: a path, or ``pretrained:NAME`` for a shipped model."""
+    if str(name).startswith("pretrained:"):
+        from .. import pretrained
+
+        return pretrained.path(str(name)[len("pretrained:"):])
+    if not Path(name).is_dir():
+        raise ValueError(f"config key 'train.init_weights': {name} is not a run folder (or pretrained:NAME)")
+    return Path(name)
 
 
 def weights_file(run_dir: str | Path, weights: str = "best") -> Path:
