@@ -86,3 +86,19 @@ def test_every_shipped_model_beats_its_adjoint_on_a_test_slice(name):
     with torch.no_grad():
         estimate = solver(y, op, sigma=sigma)[-1]
     assert score_batch(estimate, x)["psnr"] > score_batch(op.A_adjoint(y), x)["psnr"] + 2.0
+
+
+def test_export_from_the_command_line_reads_compare_results(tmp_path, monkeypatch, capsys):
+    loop.train(SMOKE, tmp_path / "run", overrides=TINY, show_progress=False)
+    compare = {"methods": {m: {k: {"mean": v, "std": 0.0} for k, v in (("psnr", p), ("ssim", 0.5), ("nmse", 0.1))}
+                           for m, p in (("adjoint", 18.0), ("tv", 21.0), ("rim", 22.5))}, "tv_weight": 0.01}
+    (tmp_path / "cmp.json").write_text(json.dumps(compare))
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path / "shipped")
+    assert main(["pretrained", "export", str(tmp_path / "run"), "tiny", "--method", "rim", "--metrics",
+                 f"test={tmp_path / 'cmp.json'}", "--task", "denoising", "--command", "l2i train smoke.yaml"]) == 0
+    card = json.loads((tmp_path / "shipped" / "tiny" / "card.json").read_text())
+    assert card["metrics"]["test"]["rim"]["psnr"] == 22.5 and card["tv_weights"] == {"test": 0.01}
+    assert card["solver"] == "rim" and card["operator"] == "denoising" and card["optimiser_steps"] == 4
+    assert main(["pretrained", "export", str(tmp_path / "run"), "tiny", "--method", "irim", "--metrics",
+                 f"test={tmp_path / 'cmp.json'}"]) == 2
+    assert "no results for 'irim'" in capsys.readouterr().err

@@ -69,6 +69,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 def _cmd_pretrained(args: argparse.Namespace) -> int:
     from . import pretrained
 
+    if args.action == "export":
+        if not args.run_dir or not args.name:
+            raise ValueError("l2i pretrained export needs RUN_DIR and NAME")
+        folder = pretrained.export(args.run_dir, args.name, pretrained.card_from_comparisons(
+            args.method or args.name, args.metrics, task=args.task, data=args.data, command=args.command))
+        print(f"exported {args.run_dir} as {args.name}: {folder}")
+        return 0
     names = pretrained.available()
     if not names:
         print("no shipped models in this installation")
@@ -162,7 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=_cmd_reconstruct)
 
     pt = sub.add_parser("pretrained", help="the trained models shipped with the package (l2i pretrained list)")
-    pt.add_argument("action", choices=("list",), help="list: names, sizes, steps and measured metrics")
+    pt.add_argument("action", choices=("list", "export"), help="list: names, sizes, steps and measured metrics; "
+                    "export RUN_DIR NAME: copy a run's best weights into the package with a model card")
+    pt.add_argument("run_dir", nargs="?", help="export: the run folder")
+    pt.add_argument("name", nargs="?", help="export: the shipped model's name")
+    pt.add_argument("--metrics", nargs="*", default=[], metavar="LABEL=COMPARE_JSON",
+                    help="export: results of l2i bench compare to put on the card, e.g. 'test 4x=docs/benchmarks/x.json'")
+    pt.add_argument("--method", help="export: the model's name in those results (default: NAME)")
+    pt.add_argument("--task", default="", help="export: one line on what the model reconstructs")
+    pt.add_argument("--data", default="", help="export: one line on the training data")
+    pt.add_argument("--command", default="", help="export: the exact training command")
     pt.set_defaults(func=_cmd_pretrained)
 
     be = sub.add_parser("bench", help="measure memory, speed or operators; each writes JSON + Markdown (+ a plot)",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PretrainedError", "available", "path", "card", "load", "export"]
+__all__ = ["PretrainedError", "available", "path", "card", "load", "load_with_config", "export", "card_from_comparisons"]
 
 ROOT = Path(__file__).resolve().parent
 REQUIRED = ("config.yaml", "model.safetensors", "card.json")
@@ -86,7 +86,7 @@ def load_with_config(name: str, device: str | torch.device = "cpu") -> tuple[tor
     return solver, config
 
 
-def export(run_dir: str | Path, name: str, info: dict, destination: str | Path = ROOT) -> Path:
+def export(run_dir: str | Path, name: str, info: dict, destination: str | Path | None = None) -> Path:
     """Copy a finished run's best weights and config into ``destination/name`` with its card.
 
     Args:
@@ -94,7 +94,7 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path =
         name: the model's name (a folder name).
         info: the card: at least ``task``, ``command`` and ``metrics``; the number of parameters,
             optimiser steps, best step and how training ended are read from the run and added.
-        destination: where the model folders live (the package by default).
+        destination: where the model folders live (None: the package's own folder).
 
     Returns:
         The model folder.
@@ -106,7 +106,7 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path =
     source = weights_file(run_dir, "best")
     solver, config, _, _ = load_solver(run_dir, "cpu", weights="best")
     history = json.loads((run_dir / "history.json").read_text())
-    folder = Path(destination) / name
+    folder = Path(destination if destination is not None else ROOT) / name
     folder.mkdir(parents=True, exist_ok=True)
     tensors, metadata = read_safetensors(source)
     metadata.pop("sha256", None)
@@ -121,6 +121,27 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path =
     (folder / "card.json").write_text(json.dumps(full, indent=1) + "\n")
     (folder / "README.md").write_text(card_markdown(full))
     return folder
+
+
+def card_from_comparisons(method: str, comparisons: list[str], **info) -> dict:
+    """A card's ``info`` with ``metrics`` read from ``l2i bench compare`` JSON files.
+
+    ``comparisons`` are ``"LABEL=PATH"`` strings; each contributes the PSNR / SSIM / NMSE means of
+    ``method`` and of the classical baselines in that file (zero-filled, adjoint, FBP, TV), and
+    the TV weight used goes to ``tv_weights[LABEL]``.
+    """
+    metrics, tv_weights = {}, {}
+    for item in comparisons:
+        label, sep, file = item.partition("=")
+        if not sep:
+            raise ValueError(f"metrics are given as LABEL=COMPARE_JSON, got {item!r}")
+        result = json.loads(Path(file).read_text())
+        if method not in result["methods"]:
+            raise ValueError(f"{file} has no results for {method!r} (it has {', '.join(result['methods'])})")
+        keep = [m for m in result["methods"] if m in ("zero-filled", "adjoint", "fbp", "tv")] + [method]
+        metrics[label] = {m: {k: result["methods"][m][k]["mean"] for k in ("psnr", "ssim", "nmse")} for m in keep}
+        tv_weights[label] = result.get("tv_weight")
+    return {**info, "metrics": metrics, "tv_weights": tv_weights}
 
 
 def card_markdown(info: dict) -> str:
