@@ -115,3 +115,43 @@ def test_init_weights_starts_from_another_runs_best_weights(tmp_path):
                    show_progress=False)
     with pytest.raises(ValueError, match="no shipped model named 'nope'"):
         loop.train(SMOKE, tmp_path / "bad2", overrides=frozen + ("train.init_weights=pretrained:nope",), show_progress=False)
+
+
+def test_exponent_numbers_in_free_form_sections_are_numbers(tmp_path):
+    from learn2invert.train.config import load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  optimizer: {name: adam, lr: 1e-4, betas: [0.9, 0.999]}\n"
+                      "solver:\n  params: {eps_init: 5e-1, tag: e5}\n")
+    loaded = load_config(config)
+    assert loaded["train"]["optimizer"]["lr"] == 1e-4 and loaded["solver"]["params"] == {"eps_init": 0.5, "tag": "e5"}
+    result = loop.train(SMOKE, tmp_path / "run", overrides=TINY + ("train.max_steps=1", "train.optimizer={lr: 1e-4}"),
+                        show_progress=False)
+    assert result["epochs"][-1]["global_step"] == 1
+
+
+def test_a_second_training_into_a_busy_run_folder_fails_at_once(tmp_path):
+    from learn2invert.train.loop import _lock_run_folder, _unlock_run_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _lock_run_folder(run)  # as a training in progress holds it (flock: a second open file description)
+    try:
+        with pytest.raises(ValueError, match=r"in use by another training \(pid \d+\)"):
+            loop.train(SMOKE, run, overrides=TINY + ("train.max_steps=1",), show_progress=False)
+    finally:
+        _unlock_run_folder(run)
+    loop.train(SMOKE, run, overrides=TINY + ("train.max_steps=1",), show_progress=False)  # free again
+
+
+def test_ctrl_c_during_training_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, capsys):
+    from learn2invert.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    assert main(["train", str(SMOKE), "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"l2i train: interrupted; the last checkpoint in {tmp_path / 'run'} is kept. Continue with: "
+                   f"l2i train --resume {tmp_path / 'run'}"]

@@ -29,6 +29,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"l2i train: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"\nl2i train: interrupted; the last checkpoint in {args.out} is kept. Continue with: "
+              f"l2i train --resume {args.out}", file=sys.stderr)
+        return 130
     if result.get("rank", 0) == 0:  # under torchrun, one line for the whole job
         last = result["epochs"][-1] if result["epochs"] else {}
         print(f"run: {result['run_dir']}  " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_")))

@@ -9,6 +9,7 @@ dicts: their keys are checked when the object is built.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
         if dotted in FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
+            value = _yaml11_numbers(value)
             out[key] = {**base[key], **value} if dotted.startswith("train.") else dict(value)
         elif isinstance(base[key], dict):
             if not isinstance(value, dict):
@@ -91,6 +93,24 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
         else:
             out[key] = _check_type(dotted, base[key], value)
     return out
+
+
+_EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml11_numbers(value: Any) -> Any:
+    """``value`` with strings such as ``"1e-4"`` turned into floats, in nested dicts and lists too.
+
+    YAML 1.1 (PyYAML) reads a number in exponent notation without a dot in the mantissa as a
+    string; in the free-form sections nothing else would turn it into the number it means.
+    """
+    if isinstance(value, dict):
+        return {k: _yaml11_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml11_numbers(v) for v in value]
+    if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+        return float(value)
+    return value
 
 
 def _check_type(dotted: str, default: Any, value: Any) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -136,8 +137,52 @@ def _scored(iterates: list[torch.Tensor], x: torch.Tensor, loss_cfg: dict, gener
 
 # ---------------------------------------------------------------------------------- set-up
 
+LOCK_FILE = ".lock"
+_HELD_LOCKS: dict[Path, object] = {}  # run folder -> open, flock-ed lock file of this process
+
+
+def _lock_run_folder(run_dir: Path) -> None:
+    """Take an exclusive lock on ``run_dir`` for this process (released by :func:`_unlock_run_folder`
+    or when the process dies); a second training into the same folder fails at once, naming the pid."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        return
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(f"{run_dir} is in use by another training (pid {holder}); wait for it to finish or choose "
+                         "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _HELD_LOCKS[run_dir.resolve()] = handle
+
+
+def _unlock_run_folder(run_dir: Path) -> None:
+    handle = _HELD_LOCKS.pop(run_dir.resolve(), None)
+    if handle is not None:
+        handle.close()  # closing the file releases the flock
+
+
 def _prepare_run(config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool):
-    """Rank 0's look at the run folder: returns ``(config, resume point or None)``."""
+    """Rank 0's look at the run folder: returns ``(config, resume point or None)``; locks the folder."""
+    if run_dir.is_dir() or not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _lock_run_folder(run_dir)
+    try:
+        return _check_run_folder(config_path, run_dir, overrides, resume)
+    except BaseException:
+        _unlock_run_folder(run_dir)
+        raise
+
+
+def _check_run_folder(config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool):
     if resume:
         point = find_resume_point(run_dir)  # raises, naming the files, if nothing verifies
         if not (run_dir / CONFIG_FILE).is_file():
@@ -149,7 +194,6 @@ def _prepare_run(config_path, run_dir: Path, overrides: tuple[str, ...], resume:
     config = load_config(config_path, overrides)
     if has_checkpoint(run_dir):
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return config, None
 
 
@@ -191,6 +235,7 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
     try:
         return _train(ctx, config_path, Path(out), tuple(overrides), resume, show_progress and ctx.is_main)
     finally:
+        _unlock_run_folder(Path(out))
         ctx.close()
 
 
