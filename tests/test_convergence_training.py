@@ -155,3 +155,16 @@ def test_ctrl_c_during_training_prints_one_line_with_the_resume_command(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"l2i train: interrupted; the last checkpoint in {tmp_path / 'run'} is kept. Continue with: "
                    f"l2i train --resume {tmp_path / 'run'}"]
+
+
+def test_negative_settings_and_resume_with_a_config_are_refused(tmp_path, capsys):
+    from learn2invert.cli import main
+    from learn2invert.train.config import ConfigError, load_config
+
+    for bad in ("operator.noise_sigma=-0.1", "operator.noise_sigma=[-0.1, 0.2]", "train.time_limit_minutes=-1",
+                "data.train_length=-4"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(SMOKE, [bad])
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(SMOKE), "--resume", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and "drop CONFIG and --out" in capsys.readouterr().err

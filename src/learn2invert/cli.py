@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.resume:
+            if args.config or (args.out and args.out != args.resume):
+                parser.error("--resume RUN_DIR continues with the run's own config.yaml and folder: drop CONFIG and "
+                             "--out (change settings with --set)")
             args.out = args.resume
         elif not args.config:
             parser.error("train needs a CONFIG (or --resume RUN_DIR)")

@@ -96,6 +96,8 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
 
     if not runs:
         raise ValueError("give at least one run (name=RUN_DIR)")
+    if samples is not None and samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
     solvers, configs = {}, {}
     for name, run_dir in runs.items():
         solver, config, _, _ = load_solver(run_dir)

@@ -274,6 +274,8 @@ class BrainSlices(Dataset):
     ) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
+        if size is not None and min((size,) if isinstance(size, int) else tuple(size)) < 1:
+            raise ValueError(f"size must be positive, got {size!r}")
         self.split = split
         self.axis = _axis_index(axis)
         self.size = (int(size), int(size)) if isinstance(size, int) else (tuple(size) if size is not None else None)

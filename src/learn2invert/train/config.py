@@ -95,6 +95,11 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
     return out
 
 
+# Keys whose negative values mean nothing (noise level, counts, time, sizes).
+_NON_NEGATIVE = {"operator.noise_sigma", "operator.acceleration", "operator.center_fraction", "operator.keep_fraction",
+                 "train.epochs", "train.max_steps", "train.val_every", "train.patience", "train.batch_size",
+                 "train.time_limit_minutes", "train.grad_clip", "train.val_batch_size", "data.train_length",
+                 "data.val_length", "data.patch_size"}
 _EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -127,6 +132,8 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
         if isinstance(value, list) and dotted in ("operator.noise_sigma", "operator.acceleration"):
             if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or value[0] > value[1]:
                 raise ConfigError(f"config key '{dotted}' must be a number or [low, high] with low <= high, got {value!r}")
+            if value[0] < 0:
+                raise ConfigError(f"config key '{dotted}' must not be negative, got {value!r}")
             return [float(v) for v in value]
         if isinstance(value, str):
             # YAML 1.1 reads "1e-6" (no dot in the mantissa) as a string; accept what float() accepts.
@@ -138,6 +145,8 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"config key '{dotted}' must be an integer, got {value!r}")
+        if dotted in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"config key '{dotted}' must be >= 0, got {value!r}")
         return type(default)(value)
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
