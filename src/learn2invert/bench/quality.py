@@ -71,6 +71,10 @@ TABLES: dict[str, dict] = {
                   _cmd("l2i bench compare unet=runs/mri_unet_4x rim=runs/mri_rim_4x irim=runs/mri_irim_4x "
                        "admm=runs/mri_admm_4x --out docs/benchmarks/mri_4x_admm --tv-grid 0.0003 0.001 0.003 0.01 0.03")],
     },
+    "pretrained_mri": {
+        "paper": "The shipped MRI models (i-RIM, RIM over 2x-8x; fixed step counts): test slices 4x/8x, real MR scan",
+        "steps": [_cmd("bash scripts/pretrained_mri.sh")],
+    },
     "flows": {
         "paper": "Flow-unfolding (2021) Tables I-IV: GLOW prox vs ResNet / U-Net prox, plug-and-play, out of distribution",
         "steps": [_cmd("bash scripts/flow_experiments.sh"), _cmd("l2i bench flows")],
