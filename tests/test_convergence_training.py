@@ -168,3 +168,15 @@ def test_negative_settings_and_resume_with_a_config_are_refused(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["train", str(SMOKE), "--resume", str(tmp_path / "run")])
     assert exit_.value.code == 2 and "drop CONFIG and --out" in capsys.readouterr().err
+
+
+def test_bench_curves_plots_validation_psnr_against_steps(tmp_path, capsys):
+    from learn2invert.cli import main
+
+    loop.train(SMOKE, tmp_path / "run", overrides=TINY + ("train.max_steps=4", "train.val_every=2"), show_progress=False)
+    assert main(["bench", "curves", f"rim={tmp_path / 'run'}", "--out", str(tmp_path / "curves")]) == 0
+    table = (tmp_path / "curves.md").read_text()
+    assert "| 2" in table and "| 4" in table and "(best)" in table
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert main(["bench", "curves", f"x={tmp_path / 'nowhere'}", "--out", str(tmp_path / "c2")]) == 2
+    assert "history.json does not exist" in capsys.readouterr().err

@@ -105,6 +105,7 @@ BENCHMARKS = {
     "precision": ("learn2invert.bench.precision_speed", "training step time of a config in fp32 vs bf16 / fp16 autocast"),
     "flows": ("learn2invert.bench.flow_tables", "flow-unfolding Tables I-IV from the runs of scripts/flow_experiments.sh"),
     "luser": ("learn2invert.bench.luser_tables", "LUSER Tables 2-3 from the runs of scripts/deq_experiments.sh"),
+    "curves": ("learn2invert.bench.curves", "validation PSNR against optimiser steps of trained runs (history.json)"),
     "quality": ("learn2invert.bench.quality", "reproduce every paper table (trains what is missing, writes docs/benchmarks)"),
 }
 
