@@ -4,10 +4,10 @@
 # finished one is left as it is), score them against zero-filled and TV at 4x and 8x on the
 # held-out test slices and at 4x on pydicom's real MR slice (TV weight chosen on the validation
 # slices), and export each run's best weights into the package with its model card.
-#   bash scripts/pretrained_mri.sh            # MODELS="irim rim" by default
+#   bash scripts/pretrained_mri.sh            # MODELS="irim rim admm unet" by default
 set -euo pipefail
 L2I=${L2I:-.venv/bin/l2i}
-MODELS=${MODELS:-"irim rim"}
+MODELS=${MODELS:-"irim rim admm unet"}
 OUT=${OUT:-docs/benchmarks/pretrained}
 mkdir -p "$OUT"
 for m in $MODELS; do
