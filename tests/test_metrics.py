@@ -1,4 +1,6 @@
 """PSNR / SSIM / NMSE against scikit-image (which fastmri.evaluate calls) on real images."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,60 @@ def test_errors(camera):
         metrics.psnr(target, target, reduction="sum")
     with pytest.raises(ValueError, match="data_range"):
         metrics.psnr(target, torch.zeros_like(target))
+
+
+# ------------------------------------------------------------------- complex and non-finite inputs
+def _complex_pair():
+    """Real and imaginary channels (B, 2, H, W) of a target and a noisy estimate."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 2, 16, 16, generator=g, dtype=torch.float64)
+    return target + 0.1 * torch.randn(target.shape, generator=g, dtype=torch.float64), target
+
+
+@pytest.mark.parametrize("name", ["psnr", "ssim", "nmse"])
+def test_two_channel_complex_images_are_refused_with_what_to_do(name):
+    estimate, target = _complex_pair()
+    fn = getattr(metrics, name)
+    with pytest.raises(ValueError, match=r"complex_abs") as info:
+        fn(estimate, target)
+    assert "complex_input" in str(info.value)
+    with pytest.raises(ValueError, match=r"complex_abs"):  # a (B, 2, D, H, W) complex volume too
+        fn(estimate[:, :, None].expand(-1, -1, 2, -1, -1), target[:, :, None].expand(-1, -1, 2, -1, -1))
+    # complex_input=True scores the magnitudes, as complex_abs does.
+    from learn2invert.operators.fft import complex_abs
+
+    assert fn(estimate, target, complex_input=True) == pytest.approx(fn(complex_abs(estimate), complex_abs(target)), abs=1e-12)
+    # complex_input=False: the two channels are two real images, scored like RGB channels.
+    peak = target.amax(dim=(1, 2, 3))  # one data range per sample, shared by its channels
+    per_channel = [fn(estimate[:, c:c + 1], target[:, c:c + 1], **({} if name == "nmse" else {"data_range": peak}))
+                   for c in range(2)]
+    if name == "ssim":  # SSIM is a per-channel mean
+        assert fn(estimate, target, complex_input=False) == pytest.approx(np.mean(per_channel), abs=1e-12)
+    else:
+        assert math.isfinite(fn(estimate, target, complex_input=False))
+    with pytest.raises(ValueError, match="2 channels"):
+        fn(estimate[:, :1], target[:, :1], complex_input=True)
+
+
+@pytest.mark.parametrize("name", ["psnr", "ssim", "nmse"])
+def test_nan_and_inf_are_counted_and_the_argument_named(name, camera):
+    target = _t(camera[0])[None, None]
+    estimate = target.clone()
+    estimate[0, 0, 0, :3] = float("nan")
+    estimate[0, 0, 1, :2] = float("inf")
+    estimate[0, 0, 2, 0] = -float("inf")
+    fn = getattr(metrics, name)
+    with pytest.raises(ValueError, match=r"estimate contains 3 NaN and 3 infinite"):
+        fn(estimate, target)
+    with pytest.raises(ValueError, match=r"target contains 3 NaN and 3 infinite"):
+        fn(target, estimate)
+    with pytest.raises(ValueError, match=r"target contains 3 NaN"):  # also with reduction="none"
+        fn(target, estimate, reduction="none")
+    # Per-sample values (what evaluation loops collect): a diverged sample scores NaN, with a warning,
+    # and the other samples keep their scores.
+    both = torch.cat([estimate, _t(camera[1])[None, None]])
+    with pytest.warns(RuntimeWarning, match=r"estimate contains 3 NaN and 3 infinite.*sample"):
+        values = fn(both, torch.cat([target, target]), reduction="none")
+    assert math.isnan(float(values[0])) and math.isfinite(float(values[1]))
+    with pytest.raises(ValueError, match=r"estimate contains 3 NaN"):
+        getattr(metrics, f"{name}_volume")(estimate[0], target[0])
