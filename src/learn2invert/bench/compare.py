@@ -202,6 +202,17 @@ def write(result: dict, out: str | Path) -> Path:
     return json_path
 
 
+def named_runs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``["irim=runs/a", ...]`` -> ``{"irim": "runs/a", ...}``; a malformed item is a usage error."""
+    runs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
+        runs[name] = path
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="l2i bench compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR", help="trained runs to compare, e.g. irim=runs/mri_irim_4x")
@@ -217,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="change only the scored data, not the validation data the TV weight is chosen on, e.g. "
                              "--test-set data.name=dicom --test-set data.root=pydicom:MR_small.dcm")
     args = parser.parse_args(argv)
-    runs = {}
-    for item in args.runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
-        runs[name] = path
+    runs = named_runs(args.runs, parser)
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
                      tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides)
     path = write(result, args.out)

@@ -66,17 +66,14 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .compare import named_runs
+
     parser = argparse.ArgumentParser(prog="l2i bench curves", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR", help="runs to plot, e.g. irim=runs/pretrained/mri_irim")
     parser.add_argument("--out", required=True, help="output path without suffix (writes .png, .md, .json)")
     parser.add_argument("--title", default="", help="figure title")
     args = parser.parse_args(argv)
-    runs = {}
-    for item in args.runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
-        runs[name] = path
+    runs = named_runs(args.runs, parser)
     curves = read_curves(runs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
