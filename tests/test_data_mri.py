@@ -23,7 +23,7 @@ from learn2invert.data.fastmri import (
     kspace_to_magnitude,
     parse_ismrmrd_header,
 )
-from learn2invert.data.nifti import NiftiSlices, load_nifti, save_nifti, slice_stack
+from learn2invert.data.nifti import NiftiSlices, load_nifti, read_nifti, save_nifti, slice_stack
 
 # ---------------------------------------------------------------------------------------------
 # MNI152 brain template
@@ -346,6 +346,65 @@ def test_nifti_corrupt_files_name_the_file(tmp_path, case):
     if case != "truncated":
         with pytest.raises(ValueError, match=case):
             NiftiSlices([path])
+
+
+_OBLIQUE_AFFINES = {
+    "ras": np.diag([1.0, 2.0, 3.0, 1.0]),
+    "las_offset": np.array([[-2.0, 0, 0, 30], [0, 1.0, 0, -4], [0, 0, 3.0, 7], [0, 0, 0, 1]]),
+    "permuted": np.array([[0, 1.5, 0, -10], [-1.0, 0, 0, 20], [0, 0, 3.0, 5], [0, 0, 0, 1]]),
+    "coronal_stack": np.array([[0, 0, -1.0, 3], [2.0, 0, 0, 0], [0, -1.0, 0, 9], [0, 0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OBLIQUE_AFFINES))
+@pytest.mark.parametrize("complex_data", [False, True])
+def test_read_nifti_round_trips_on_the_files_own_grid(tmp_path, name, complex_data):
+    affine = _OBLIQUE_AFFINES[name]
+    rng = np.random.default_rng(0)
+    data = rng.random((4, 5, 6)).astype(np.float32)
+    if complex_data:
+        data = (data + 1j * rng.random((4, 5, 6))).astype(np.complex64)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units(xyz="mm")
+    img.header["descrip"] = b"scanner"
+    nib.save(img, str(tmp_path / "in.nii.gz"))
+    read = read_nifti(tmp_path / "in.nii.gz")
+    # The volume is the RAS+ one load_nifti gives; voxel sizes follow its axes.
+    canonical, voxel_size = load_nifti(tmp_path / "in.nii.gz")
+    torch.testing.assert_close(read.volume, canonical, rtol=0, atol=0)
+    assert read.voxel_size == pytest.approx(voxel_size) and read.frame is None and read.slice_axis is None
+    save_nifti(tmp_path / "out.nii.gz", read.volume, like=read)
+    out = nib.load(str(tmp_path / "out.nii.gz"))
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), data)  # the file's own axis order
+    np.testing.assert_allclose(out.affine, affine, atol=1e-6)
+    assert out.header.get_xyzt_units()[0] == "mm" and out.header["descrip"] == b"scanner"
+
+
+def test_read_nifti_takes_2d_slices_and_frames_of_4d_series(tmp_path):
+    coronal = np.array([[1.0, 0, 0, 0], [0, 0, 2.0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])  # file axis 1 is z
+    slice_2d = np.arange(20, dtype=np.float32).reshape(4, 5)
+    nib.save(nib.Nifti1Image(slice_2d, coronal), str(tmp_path / "slice.nii"))
+    read = read_nifti(tmp_path / "slice.nii")
+    assert read.volume.shape == (1, 4, 1, 5) and read.slice_axis == 1 and read.file_shape == (4, 5)
+    save_nifti(tmp_path / "slice_out.nii", 2 * read.volume, like=read)
+    out = nib.load(str(tmp_path / "slice_out.nii"))
+    assert out.shape == (4, 5)
+    np.testing.assert_array_equal(out.get_fdata(), 2 * slice_2d)
+    np.testing.assert_allclose(out.affine, coronal)
+    # A 4D series: one frame, chosen explicitly; the output is that frame's 3D volume.
+    series = np.stack([np.full((3, 4, 2), t, np.float32) for t in range(3)], axis=-1)
+    nib.save(nib.Nifti1Image(series, np.eye(4)), str(tmp_path / "series.nii.gz"))
+    with pytest.raises(ValueError, match=r"series.nii.gz is a 4D series of 3 frames.*frame=0..2"):
+        read_nifti(tmp_path / "series.nii.gz")
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(ValueError, match=r"frame must be an int in 0..2"):
+            read_nifti(tmp_path / "series.nii.gz", frame=bad)
+    second = read_nifti(tmp_path / "series.nii.gz", frame=2)
+    assert second.frame == 2 and second.file_shape == (3, 4, 2) and float(second.volume.min()) == 2.0
+    save_nifti(tmp_path / "frame.nii.gz", second.volume, like=second)
+    assert nib.load(str(tmp_path / "frame.nii.gz")).shape == (3, 4, 2)
+    with pytest.raises(ValueError, match="expected a RAS"):
+        second.to_file_order(np.zeros((3, 4)))
 
 
 def test_brain_slices_augment_draws_new_phase_and_flips_per_epoch():

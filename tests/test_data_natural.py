@@ -234,6 +234,31 @@ def test_image_folder_names_a_corrupt_file(tmp_path):
         ds[0]
 
 
+def test_read_image_counts_nan_and_inf_and_warns_about_colour_only_when_asked(tmp_path):
+    import warnings
+
+    from skimage.io import imsave
+
+    values = np.random.default_rng(0).random((6, 7)).astype(np.float32)
+    values[0, :2] = np.nan
+    values[3, 3] = np.inf
+    imsave(tmp_path / "holes.tif", values, check_contrast=False)
+    # Not clipped to [0, 1] and not passed on as NaN: refused before the conversion.
+    with pytest.raises(ValueError, match=r"holes.tif contains 2 NaN and 1 infinite"):
+        image_folder.read_image(tmp_path / "holes.tif")
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    _write_png(tmp_path / "photo.png", rgb)
+    with pytest.warns(UserWarning, match=r"photo.png is a colour image; it was converted to grey"):
+        grey = image_folder.read_image(tmp_path / "photo.png", warn_colour=True)
+    np.testing.assert_allclose(grey[0], rgb2gray(rgb), atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # datasets convert colour photographs on purpose: no warning
+        image_folder.read_image(tmp_path / "photo.png")
+        image_folder.read_image(tmp_path / "photo.png", grey=False, warn_colour=True)
+        _write_png(tmp_path / "grey_rgb.png", np.repeat(rgb[..., :1], 3, axis=-1))
+        image_folder.read_image(tmp_path / "grey_rgb.png", warn_colour=True)
+
+
 def test_image_folder_empty_or_missing_folder(tmp_path):
     (tmp_path / "readme.md").write_text("no images here")
     with pytest.raises(ValueError, match=str(tmp_path)):

@@ -1,8 +1,11 @@
 """``l2i reconstruct``: a user's own file through a tiny trained run (measured image, --simulate, fastMRI)."""
 import math
+import re
+import warnings
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -159,3 +162,107 @@ def test_cli_reconstructs_and_reports_errors(denoising_run, tmp_path, capsys):
     gif.write_bytes(noisy.read_bytes())
     assert main(["reconstruct", str(denoising_run), str(gif), str(tmp_path / "out.png")]) == 2
     assert f"unsupported input file {gif}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- a newcomer's files (issue 17)
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units(xyz="mm")
+    nib.save(img, str(path))
+    return path
+
+
+# File axis 0 runs posterior (world -y), axis 1 right (+x), axis 2 superior (+z), origin off zero:
+# the RAS+ volume the solver sees is the file's array transposed and flipped.
+ROTATED = np.array([[0.0, 1.5, 0.0, -10.0], [-1.0, 0.0, 0.0, 20.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def test_nifti_output_keeps_the_input_affine_and_axis_order(mri_run, tmp_path):
+    data = (100 * np.random.default_rng(0).random((9, 10, 3))).astype(np.float32)
+    rotated = _write_nifti(tmp_path / "rotated.nii.gz", data, ROTATED)
+    canonical = tmp_path / "canonical.nii.gz"
+    nib.save(nib.as_closest_canonical(nib.load(str(rotated))), str(canonical))
+    reconstruct(mri_run, rotated, tmp_path / "est_rotated.nii.gz", simulate=True)
+    reconstruct(mri_run, canonical, tmp_path / "est_canonical.nii.gz", simulate=True)
+    out = nib.load(str(tmp_path / "est_rotated.nii.gz"))
+    # Same voxel grid as the input: it overlays on it in a viewer.
+    assert out.shape == data.shape
+    np.testing.assert_allclose(out.affine, ROTATED, atol=1e-6)
+    assert out.header.get_xyzt_units()[0] == "mm"
+    # The same RAS+ slices were reconstructed: only the writing differs.
+    same = nib.load(str(tmp_path / "est_canonical.nii.gz"))
+    np.testing.assert_allclose(same.affine, nib.load(str(canonical)).affine, atol=1e-6)
+    np.testing.assert_allclose(nib.as_closest_canonical(out).get_fdata(), same.get_fdata(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal"])
+def test_a_2d_nifti_slice_is_reconstructed_and_written_as_2d(mri_run, tmp_path, plane):
+    data = (np.random.default_rng(1).random((10, 9)) + 0.5).astype(np.float32)
+    affine = np.diag([1.0, 1.5, 3.0, 1.0])
+    affine[:3, 3] = (4.0, -7.0, 12.0)
+    if plane == "coronal":  # file axis 1 runs superior, the slice normal is y
+        affine[:3, :3] = [[1.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 1.5, 0.0]]
+    path = _write_nifti(tmp_path / "slice.nii", data, affine)
+    result = reconstruct(mri_run, path, tmp_path / "est.nii.gz", simulate=True)
+    out = nib.load(str(tmp_path / "est.nii.gz"))
+    assert out.shape == (10, 9)
+    np.testing.assert_allclose(out.affine, affine, atol=1e-6)
+    assert math.isfinite(result["metrics"]["estimate"]["psnr"]) and math.isfinite(result["metrics"]["estimate"]["ssim"])
+
+
+def test_a_4d_nifti_series_needs_a_frame(mri_run, tmp_path):
+    frames = (np.random.default_rng(2).random((10, 9, 3, 2)) + [0.0, 1.0]).astype(np.float32)
+    affine = np.diag([1.0, 1.5, 3.0, 1.0])
+    series = _write_nifti(tmp_path / "series.nii.gz", frames, affine)
+    with pytest.raises(ValueError, match=re.escape(str(series)) + r".*2 frames.*frame="):
+        reconstruct(mri_run, series, tmp_path / "est.nii.gz", simulate=True)
+    with pytest.raises(ValueError, match=r"frame.*0\.\.1"):
+        reconstruct(mri_run, series, tmp_path / "est.nii.gz", simulate=True, frame=2)
+    with pytest.raises(ValueError, match="frame"):  # frames belong to NIfTI series only
+        reconstruct(mri_run, _write_png(tmp_path / "x.png", 8, 8), tmp_path / "x_est.png", simulate=True, frame=0)
+    second = reconstruct(mri_run, series, tmp_path / "est.nii.gz", simulate=True, frame=1)
+    single = _write_nifti(tmp_path / "frame1.nii.gz", np.ascontiguousarray(frames[..., 1]), affine)
+    expected = reconstruct(mri_run, single, tmp_path / "frame1_est.nii.gz", simulate=True)
+    assert second["metrics"] == expected["metrics"]
+    out = nib.load(str(tmp_path / "est.nii.gz"))
+    assert out.shape == (10, 9, 3)
+    np.testing.assert_allclose(out.get_fdata(), nib.load(str(tmp_path / "frame1_est.nii.gz")).get_fdata())
+
+
+def test_nan_and_inf_in_an_input_file_are_counted_and_the_file_named(mri_run, denoising_run, tmp_path):
+    volume = np.random.default_rng(3).random((10, 9, 3)).astype(np.float32)
+    volume[0, 0, :2] = np.nan
+    volume[1, 1, 1] = np.inf
+    nifti = _write_nifti(tmp_path / "holes.nii.gz", volume, np.eye(4))
+    with pytest.raises(ValueError, match=re.escape(str(nifti)) + r".*2 NaN and 1 infinite"):
+        reconstruct(mri_run, nifti, tmp_path / "est.nii.gz", simulate=True)
+    image = np.random.default_rng(4).random((9, 11)).astype(np.float32)
+    image[0, 0] = np.nan
+    image[2, :2] = [np.inf, -np.inf]
+    tiff = tmp_path / "holes.tif"
+    imsave(tiff, image, check_contrast=False)
+    for simulate in (False, True):
+        with pytest.raises(ValueError, match=re.escape(str(tiff)) + r".*1 NaN and 2 infinite"):
+            reconstruct(denoising_run, tiff, tmp_path / "est.png", simulate=simulate)
+    kspace = _write_fastmri(tmp_path / "holes.h5")
+    with h5py.File(kspace, "r+") as hf:
+        hf["kspace"][1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=re.escape(str(kspace)) + r".*1 NaN and 0 infinite"):
+        reconstruct(mri_run, kspace, tmp_path / "est.h5")
+
+
+def test_a_grey_run_warns_once_that_a_colour_photo_became_grey(denoising_run, tmp_path):
+    rgb = np.random.default_rng(5).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    photo = tmp_path / "photo.png"
+    imsave(photo, rgb, check_contrast=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reconstruct(denoising_run, photo, tmp_path / "est.png")
+    grey = [w for w in caught if "grey" in str(w.message)]
+    assert len(grey) == 1 and str(photo) in str(grey[0].message)
+    # A grey picture stored as RGB (equal channels) loses nothing: no warning.
+    imsave(tmp_path / "grey_rgb.png", np.repeat(rgb[..., :1], 3, axis=-1), check_contrast=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reconstruct(denoising_run, tmp_path / "grey_rgb.png", tmp_path / "est2.png")
+    assert not [w for w in caught if "grey" in str(w.message)]

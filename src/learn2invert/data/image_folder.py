@@ -9,6 +9,7 @@ grey and ``C = 3`` for RGB.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -138,18 +139,22 @@ def index_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-def read_image(path: str | Path, grey: bool = True) -> np.ndarray:
+def read_image(path: str | Path, grey: bool = True, warn_colour: bool = False) -> np.ndarray:
     """Read one image file to a float32 ``(C, H, W)`` array in ``[0, 1]``.
 
     Args:
         path: image file readable by ``skimage.io.imread`` (imageio under the hood).
         grey: one luminance channel if ``True``, else three RGB channels.
+        warn_colour: with ``grey``, warn (``UserWarning`` naming ``path``) when a colour image is
+            reduced to grey; a grey picture stored as RGB (equal channels) loses nothing and
+            does not warn. Off for datasets, where converting colour photographs is the point.
 
     Returns:
         ``(1, H, W)`` or ``(3, H, W)`` float32 array.
 
     Raises:
-        ValueError: naming ``path`` if the file cannot be decoded or is not a 2-D image.
+        ValueError: naming ``path`` if the file cannot be decoded, is not a 2-D image, or holds
+            NaN or infinite values (float TIFFs can; both are counted).
     """
     from skimage.io import imread
 
@@ -158,10 +163,21 @@ def read_image(path: str | Path, grey: bool = True) -> np.ndarray:
         image = imread(str(path))
     except Exception as err:  # imageio / Pillow raise many types for a bad file
         raise ValueError(f"could not read image file {path}: {err}") from err
+    if np.issubdtype(image.dtype, np.inexact) and not np.all(np.isfinite(image)):
+        # Checked before the conversion, whose clipping would turn +-Inf into 1 and 0 silently.
+        nan, inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+        raise ValueError(f"image file {path} contains {nan} NaN and {inf} infinite value(s) out of {image.size}; "
+                         "images need finite pixel values (replace them, e.g. with numpy.nan_to_num, and save again)")
     try:
-        return as_chw_float32(image, grey=grey)
+        chw = as_chw_float32(image, grey=grey)
     except ValueError as err:
         raise ValueError(f"unsupported image in {path}: {err}") from err
+    if grey and warn_colour and image.ndim == 3 and image.shape[-1] in (3, 4):
+        colour = image[..., :3]
+        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
+            warnings.warn(f"{path} is a colour image; it was converted to grey (ITU-R 709 luminance) because grey "
+                          "images were asked for", UserWarning, stacklevel=2)
+    return chw
 
 
 class ImageFolder(Dataset):

@@ -6,11 +6,16 @@ library uses for complex images. Voxel sizes are in millimetres.
 
 :func:`slice_stack` turns a RAS+ volume into display-oriented slices ``(N, H, W)`` in neurological
 convention: for axial slices anterior at the top and the subject's left on the image's left.
+
+:func:`read_nifti` reads one file to reconstruct (a 2D slice, a 3D volume or one frame of a 4D
+series) together with its geometry, so that ``save_nifti(..., like=...)`` writes a result on the
+file's own voxel grid (same axis order and affine): it overlays on the input in a viewer.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["load_nifti", "save_nifti", "slice_stack", "foreground_fraction", "NiftiSlices"]
+__all__ = ["load_nifti", "read_nifti", "NiftiVolume", "save_nifti", "slice_stack", "foreground_fraction",
+           "NiftiSlices"]
 
 _AXIS_NAMES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -73,23 +79,144 @@ def load_nifti(path: str | os.PathLike, canonical: bool = True) -> tuple[torch.T
     return torch.from_numpy(np.ascontiguousarray(volume)), voxel_size
 
 
-def _open_nifti(path: Path):
-    """Open ``path`` lazily (header only) as a 3D NIfTI image; ValueError naming it otherwise.
-
-    A volume stored with trailing singleton dimensions (a one-frame series) is sliced to 3D.
-    """
+def _load_header(path: Path):
+    """Open ``path`` lazily (header only) as a NIfTI image of any shape; ValueError naming it otherwise."""
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types (ImageFileError, OSError, EOFError, ...)
         raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
+    return img
+
+
+def _open_nifti(path: Path):
+    """Open ``path`` lazily (header only) as a 3D NIfTI image; ValueError naming it otherwise.
+
+    A volume stored with trailing singleton dimensions (a one-frame series) is sliced to 3D.
+    """
+    img = _load_header(path)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3 or any(s != 1 for s in shape[3:]):
         raise ValueError(f"{path}: expected a 3D volume, got a NIfTI image of shape {shape}")
     if len(shape) > 3:
         img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
     return img
+
+
+_RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # nibabel orientation of a RAS+ voxel array
+
+
+@dataclass(frozen=True)
+class NiftiVolume:
+    """One NIfTI file read by :func:`read_nifti`: a RAS+ volume and the file's own geometry.
+
+    Attributes:
+        volume: float32 ``(C, X, Y, Z)`` in RAS+ voxel order (as :func:`load_nifti` returns it),
+            ``C = 1`` real or ``C = 2`` (real, imaginary). A 2D file is one slice, size 1 along
+            :attr:`slice_axis`.
+        voxel_size: the three voxel edge lengths in mm, in the order of ``volume``'s axes.
+        affine: ``(4, 4)`` voxel -> world (mm) matrix of the file's own axes.
+        file_shape: the file's spatial shape, ``(X, Y)`` for a 2D slice, ``(X, Y, Z)`` otherwise
+            (a 4D series without its frame axis).
+        orientation: ``(3, 2)`` nibabel orientation taking the file's axes to RAS+
+            (``nibabel.io_orientation(affine)``): only axis flips and permutations.
+        header: a copy of the file's header (units, description, qform / sform codes).
+        frame: the frame read from a 4D series, ``None`` for 2D and 3D files.
+    """
+
+    volume: torch.Tensor
+    voxel_size: tuple[float, float, float]
+    affine: np.ndarray
+    file_shape: tuple[int, ...]
+    orientation: np.ndarray
+    header: nib.Nifti1Header
+    frame: int | None = None
+
+    @property
+    def slice_axis(self) -> int | None:
+        """For a single slice, the RAS+ axis (0, 1, 2) along which ``volume`` has size 1: the
+        normal of a 2D file, or the only size-1 axis of a 3D one; ``None`` for other volumes."""
+        if len(self.file_shape) == 2:
+            return int(self.orientation[2, 0])
+        single = [axis for axis, size in enumerate(self.volume.shape[1:]) if size == 1]
+        return single[0] if len(single) == 1 else None
+
+    def to_file_order(self, ras: np.ndarray | torch.Tensor) -> np.ndarray:
+        """A RAS+ ``(X, Y, Z)`` array on this volume's grid -> the file's voxel order and shape."""
+        if isinstance(ras, torch.Tensor):
+            ras = ras.detach().cpu().numpy()
+        ras = np.asarray(ras)
+        if ras.shape != tuple(self.volume.shape[1:]):
+            raise ValueError(f"expected a RAS+ array of shape {tuple(self.volume.shape[1:])}, got {ras.shape}")
+        back = nib.orientations.ornt_transform(_RAS, self.orientation)
+        data = nib.orientations.apply_orientation(ras, back)
+        return np.ascontiguousarray(data.reshape(self.file_shape))
+
+
+def _orientation(affine: np.ndarray) -> np.ndarray:
+    """``nibabel.io_orientation`` of the affine, with an axis the affine leaves undefined (a zero
+    column, e.g. the normal of some 2D files) kept in place, unflipped, instead of NaN."""
+    orientation = nib.io_orientation(affine)
+    free = [axis for axis in range(3) if axis not in orientation[:, 0]]
+    for row in orientation:
+        if np.isnan(row[0]):
+            row[:] = (free.pop(0), 1.0)
+    return orientation
+
+
+def read_nifti(path: str | os.PathLike, frame: int | None = None) -> NiftiVolume:
+    """Read a NIfTI file to reconstruct: a 2D slice, a 3D volume or one frame of a 4D series.
+
+    The voxels are reoriented to RAS+ as by :func:`load_nifti` (axis flips and permutations only);
+    the returned :class:`NiftiVolume` keeps the file's affine, axis order and header so that
+    :func:`save_nifti` with ``like=`` writes a result back on the file's own grid.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        frame: which volume of a 4D series ``(X, Y, Z, T)`` with ``T > 1`` to read (0-based);
+            required for such series, optional (0) for 2D and 3D files.
+
+    Raises:
+        ValueError: naming ``path`` for an unreadable file, a shape other than 2D / 3D / 4D
+            (trailing singleton dimensions are accepted), a 4D series without ``frame`` or a
+            ``frame`` out of range.
+    """
+    path = Path(path)
+    img = _load_header(path)
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) < 2 or any(s != 1 for s in shape[4:]):
+        raise ValueError(f"{path}: expected a 2D slice, a 3D volume or a 4D series, got a NIfTI image of shape {shape}")
+    frames = shape[3] if len(shape) > 3 else 1
+    if frame is None and frames > 1:
+        raise ValueError(f"{path} is a 4D series of {frames} frames (shape {shape}); choose one with "
+                         f"frame=0..{frames - 1}")
+    chosen = 0 if frame is None else frame
+    if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or not 0 <= chosen < frames:
+        raise ValueError(f"{path}: frame must be an int in 0..{frames - 1} (the file has {frames} frame(s)), "
+                         f"got {frame!r}")
+    file_shape = shape[:3]
+    index = (slice(None),) * len(file_shape) + (int(chosen),) * (len(shape) - len(file_shape))
+    try:
+        # dataobj keeps the stored dtype (get_fdata would drop the imaginary part), applies the
+        # scl_slope / scl_inter scaling for real data and reads only the chosen frame.
+        data = np.asanyarray(img.dataobj[index])
+    except Exception as exc:  # truncated gzip streams or short files fail only when read
+        raise ValueError(f"{path}: could not read the voxel data ({exc})") from exc
+    if data.dtype.names is not None:
+        raise ValueError(f"{path}: structured (e.g. RGB) voxel type {data.dtype} is not supported")
+    if data.ndim == 2:  # a single slice: the affine's third column is its normal
+        data = data[..., None]
+    orientation = _orientation(img.affine)
+    data = nib.orientations.apply_orientation(data, orientation)
+    volume = np.stack([data.real, data.imag]) if np.iscomplexobj(data) else data[None]
+    edges = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))  # per file axis, in mm
+    voxel_size = [0.0, 0.0, 0.0]
+    for axis_in, (axis_out, _) in enumerate(orientation):
+        voxel_size[int(axis_out)] = float(edges[axis_in])
+    return NiftiVolume(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)), tuple(voxel_size),
+                       np.array(img.affine, dtype=np.float64), file_shape, orientation, img.header.copy(),
+                       None if frames == 1 and frame is None else int(chosen))
 
 
 def _canonical_shape(img) -> tuple[int, int, int]:
@@ -105,14 +232,19 @@ def save_nifti(
     path: str | os.PathLike,
     volume: torch.Tensor | np.ndarray,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    like: NiftiVolume | None = None,
 ) -> None:
-    """Write a volume as NIfTI-1 with a diagonal RAS+ affine of the given voxel sizes (mm).
+    """Write a volume as NIfTI-1 with a diagonal RAS+ affine of the given voxel sizes (mm), or on
+    the grid of the file ``like`` was read from.
 
     Args:
         path: output file; ``.nii.gz`` is gzip-compressed by nibabel.
         volume: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` real, ``(2, X, Y, Z)`` (real, imaginary) saved as
             complex64, or a complex ``(X, Y, Z)`` array/tensor.
-        voxel_size: three positive edge lengths in mm.
+        voxel_size: three positive edge lengths in mm (ignored with ``like``).
+        like: a :class:`NiftiVolume` from :func:`read_nifti`: ``volume`` is on its RAS+ grid and is
+            written in that file's own axis order and shape (2D for a 2D file) with its affine and
+            header, so that it overlays on the file in a viewer.
     """
     if isinstance(volume, torch.Tensor):
         volume = volume.detach().cpu()
@@ -131,6 +263,16 @@ def save_nifti(
         data = (volume[0] + 1j * volume[1]).astype(np.complex64)
     else:
         raise ValueError(f"volume must be (X, Y, Z), (1, X, Y, Z) or (2, X, Y, Z); got shape {volume.shape}")
+    if like is not None:
+        data = like.to_file_order(data)
+        header = like.header.copy()
+        header.set_data_dtype(data.dtype)
+        # The input's display window and intensity scaling describe its own values, not ours.
+        header["cal_min"], header["cal_max"] = 0.0, 0.0
+        header.set_slope_inter(None, None)
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        nib.save(image_class(data, like.affine, header), str(path))
+        return
     voxel_size = tuple(float(v) for v in voxel_size)
     if len(voxel_size) != 3 or min(voxel_size) <= 0:
         raise ValueError(f"voxel_size must be three positive lengths in mm; got {voxel_size}")

@@ -4,13 +4,16 @@ Three kinds of input:
 
 - **a measured image** (PNG / JPEG / TIFF) for runs whose measurements are images (denoising,
   Gaussian blur, super-resolution, where ``y`` is the low-resolution image): the file is ``y``;
-- **a clean image or a NIfTI volume with** ``simulate=True``: the run's measurement is simulated
-  (seeded), reconstructed and scored against the file, slice by slice for volumes;
+- **a clean image or a NIfTI file with** ``simulate=True``: the run's measurement is simulated
+  (seeded), reconstructed and scored against the file, slice by slice for volumes (a 2D slice,
+  a 3D volume or one ``frame`` of a 4D series); a NIfTI estimate is written on the input's own
+  voxel grid (axis order and affine), so it overlays on the input in a viewer;
 - **a fastMRI single-coil HDF5 file** for MRI runs: each slice's (undersampled) k-space is
   reconstructed and the result is written like a fastMRI submission.
 
 Every mode writes the estimate to ``output`` and a side-by-side figure to
-``<output stem>_side_by_side.png``.
+``<output stem>_side_by_side.png``. Input files with NaN or infinite values are refused, naming
+the file and counting both; a colour photo given to a grey run is converted with a warning.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ import torch
 from .. import metrics
 from ..data.fastmri import FastMRISingleCoil, center_crop
 from ..data.image_folder import read_image
-from ..data.nifti import load_nifti, save_nifti
+from ..data.nifti import read_nifti, save_nifti
 from ..operators import SingleCoilMRI
+from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from .experiment import Measurement
 from .loop import load_solver, resolve_device
@@ -55,20 +59,25 @@ class Run:
 
 
 def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path, simulate: bool = False,
-                seed: int = 0, axis: int = 2, device: str = "cpu") -> dict:
+                seed: int = 0, axis: int = 2, device: str = "cpu", frame: int | None = None) -> dict:
     """Reconstruct ``input_path`` with the run in ``run_dir`` and write ``output`` plus a figure.
 
     Args:
         run_dir: a folder written by ``l2i train``.
-        input_path: an image (PNG / JPEG / TIFF), a NIfTI volume (``.nii``, ``.nii.gz``, with
-            ``simulate``) or a fastMRI single-coil ``.h5`` file (MRI runs).
+        input_path: an image (PNG / JPEG / TIFF), a NIfTI file (``.nii``, ``.nii.gz``: a 2D
+            slice, a 3D volume or a 4D series, with ``simulate``) or a fastMRI single-coil
+            ``.h5`` file (MRI runs).
         output: ``.png`` or ``.npy`` for images, ``.nii`` / ``.nii.gz`` / ``.npy`` for volumes,
-            ``.h5`` for fastMRI files.
+            ``.h5`` for fastMRI files. A NIfTI output has the input's shape, axis order and
+            affine (one 3D volume for a 4D series).
         simulate: treat the input as the clean truth and simulate the run's measurement of it.
         seed: seed of the simulated physics and noise.
         axis: NIfTI volumes are reconstructed slice by slice along this voxel axis (0, 1, 2 of
-            the RAS+ volume; 2 = axial).
+            the RAS+ volume; 2 = axial). A single slice (a 2D file, or a 3D one with one voxel
+            along one axis) is reconstructed as that slice whatever ``axis``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        frame: the volume (0-based) of a 4D NIfTI series to reconstruct; required for series
+            of more than one frame, refused for other inputs.
 
     Returns:
         ``{"output": path, "side_by_side": path}`` plus, when there is a truth to compare with,
@@ -76,8 +85,13 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
 
     Raises:
         ValueError: naming the path for a missing run folder or input, an unsupported file
-            extension, or an input the run cannot reconstruct (wrong size, non-image measurement
-            without ``simulate``).
+            extension, an input with NaN or infinite values (counted), or an input the run
+            cannot reconstruct (wrong size, non-image measurement without ``simulate``, a 4D
+            series without ``frame``).
+
+    Warns:
+        UserWarning: naming the file, once, when a grey run is given a colour image (it is
+            converted to grey luminance).
     """
     run_dir, input_path, output = Path(run_dir), Path(input_path), Path(output)
     if not run_dir.is_dir():
@@ -85,6 +99,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
     if not input_path.is_file():
         raise ValueError(f"input file {input_path} does not exist")
     kind = _file_kind(input_path)
+    if frame is not None and kind != "nifti":
+        raise ValueError(f"frame={frame!r} chooses a volume of a 4D NIfTI series; {input_path} is not a NIfTI file")
     if not output.name.lower().endswith(OUTPUT_SUFFIXES[kind]):
         raise ValueError(f"unsupported output file {output} for a {kind} input: expected one of "
                          f"{', '.join(OUTPUT_SUFFIXES[kind])}")
@@ -98,7 +114,7 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
     if kind == "nifti":
         if not simulate:
             raise ValueError(f"{input_path}: a NIfTI volume is taken as the clean truth; pass --simulate")
-        return simulate_volume(run, input_path, output, seed, axis)
+        return simulate_volume(run, input_path, output, seed, axis, frame)
     if simulate:
         return simulate_image(run, input_path, output, seed)
     return reconstruct_measured_image(run, input_path, output)
@@ -134,18 +150,23 @@ def simulate_image(run: Run, path: Path, output: Path, seed: int) -> dict:
     return {"output": str(output), "side_by_side": str(side), "metrics": scores}
 
 
-def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int) -> dict:
-    """A NIfTI volume is the truth: simulate and reconstruct each slice along ``axis``.
+def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, frame: int | None = None) -> dict:
+    """A NIfTI file is the truth: simulate and reconstruct each slice along ``axis``.
 
     The volume is divided by its peak magnitude (training images peak at about 1, and the noise
     level is in those units); the saved estimate is scaled back to the file's units. Complex
-    estimates are saved as magnitudes.
+    estimates are saved as magnitudes. A NIfTI output is written on the input's voxel grid (its
+    axis order, shape and affine); slicing happens in RAS+ order, whatever the file's. A single
+    slice (2D file) is reconstructed as such, whatever ``axis``; ``frame`` picks a 4D volume.
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
     if run.image_shape[0] == 3:
         raise ValueError(f"the run reconstructs RGB images; {path} is a volume of grey (or complex) slices")
-    volume, voxel_size = load_nifti(path)  # (C, X, Y, Z)
+    nifti = read_nifti(path, frame)
+    volume = nifti.volume  # (C, X, Y, Z), RAS+
+    check_finite(volume, f"input file {path}")
+    axis = nifti.slice_axis if nifti.slice_axis is not None else axis
     peak = float(volume.norm(dim=0).max())
     if peak <= 0:
         raise ValueError(f"{path}: the volume is all zeros")
@@ -157,7 +178,7 @@ def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int) ->
     if output.suffix.lower() == ".npy":
         np.save(output, (estimate * peak).numpy())  # raw (N, C, h, w) slices in the file's units
     else:
-        save_nifti(output, (magnitude(estimate)[:, 0] * peak).movedim(0, axis), voxel_size)
+        save_nifti(output, (magnitude(estimate)[:, 0] * peak).movedim(0, axis), like=nifti)
     middle = len(slices) // 2
     side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle]),
                          peak=float(magnitude(slices[middle][None]).max()))
@@ -182,6 +203,7 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path) -> dict:
     if run.operator != "mri":
         raise ValueError(f"{path} is fastMRI k-space, but the run's operator is {run.operator!r}, not 'mri'")
     items = list(FastMRISingleCoil(path))
+    check_finite(torch.cat([item["kspace"].reshape(-1) for item in items]), f"input file {path}")
     zero_filled, estimate = _reconstruct_kspace_volume(run, items, path)
     _save_fastmri(output, estimate)
     middle = len(items) // 2
@@ -222,8 +244,9 @@ def _config_sigma(config: dict) -> float:
 
 
 def _read_image(path: Path, run: Run) -> torch.Tensor:
-    """Image file -> (C, H, W) in [0, 1], grey or RGB as the run's images."""
-    return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3))
+    """Image file -> (C, H, W) in [0, 1], grey or RGB as the run's images; a colour photo made
+    grey for a grey run warns (naming the file), and NaN / Inf pixels are refused."""
+    return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3, warn_colour=True))
 
 
 def _to_run_channels(x: torch.Tensor, run: Run) -> torch.Tensor:
