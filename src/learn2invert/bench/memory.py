@@ -11,9 +11,11 @@ peak leaks between records:
   excluded), counted with ``torch.autograd.graph.saved_tensors_hooks``; deterministic.
 - ``step_seconds``: wall time of the measured step (after one warm-up step).
 
-Run ``l2i bench memory --json OUT.json [--quick]``; a PNG plot is written next to the JSON.
-``l2i bench memory --configs LABEL=CONFIG ...`` measures experiment configs instead (any solver;
-per-sample cost and the largest batch in a budget): see :mod:`learn2invert.bench.config_memory`.
+Run ``l2i bench memory [--json OUT.json] [--quick]``; a Markdown table and a PNG plot are written
+next to the JSON, by default ``runs/bench/memory.json`` (the shipped ``docs/benchmarks/memory.json``
+is only rewritten when asked for by name). ``l2i bench memory --configs LABEL=CONFIG ...`` measures
+experiment configs instead (any solver; per-sample cost and the largest batch in a budget), by
+default into ``runs/bench/config_memory.json``: see :mod:`learn2invert.bench.config_memory`.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from typing import Callable, Iterable
 
 import torch
 
+# Defaults under runs/ (git-ignored): a trial run must not overwrite the shipped results in docs/.
+DEFAULT_JSON = "runs/bench/memory.json"
+DEFAULT_CONFIGS_JSON = "runs/bench/config_memory.json"
 FIELDS = ("model", "memory_mode", "dims", "steps", "layers", "image_size", "batch", "peak_bytes", "saved_bytes",
           "step_seconds")
 
@@ -218,7 +223,8 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="l2i bench memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default="docs/benchmarks/memory.json", help="output JSON (a .md and .png are written next to it)")
+    parser.add_argument("--json", help=f"output JSON; a .md (and for the grid a .png) is written next to it (default {DEFAULT_JSON}; "
+                                         f"{DEFAULT_CONFIGS_JSON} with --configs)")
     parser.add_argument("--quick", action="store_true", help="2D only, T in {1, 8}, two depths (about two minutes)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per measurement")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one JSON spec and print the record
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.configs:
         return _main_configs(args)
     records = run_grid(grid(args.quick, args.threads))
-    out = Path(args.json)
+    out = Path(args.json or DEFAULT_JSON)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1))
     out.with_suffix(".md").write_text(markdown_table(records) + "\n")
@@ -250,7 +256,7 @@ def _main_configs(args) -> int:
 
     rows = config_memory.run_configs(args.configs, tuple(args.batches), args.budget_mb, threads=args.threads,
                                      check_up_to=args.check_up_to)
-    out = Path(args.json)
+    out = Path(args.json or DEFAULT_CONFIGS_JSON)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
     out.with_suffix(".md").write_text(config_memory.markdown_table(rows) + "\n")
