@@ -8,3 +8,4 @@ from .dicom import DicomImages, read_dicom
 from .fastmri import FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles
+from .multicoil import MultiCoilSlices

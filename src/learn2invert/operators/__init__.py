@@ -10,6 +10,8 @@ from .noise import add_gaussian_noise, quantize
 from .gradient import FiniteDifference
 from .fft import complex_abs, fft2c, fft3c, fftnc, from_complex, ifft2c, ifft3c, ifftnc, to_complex
 from .mri import SingleCoilMRI
+from .multicoil import (MultiCoilMRI, calibration_region, estimate_sensitivities, rss, sense_combine, sense_expand,
+                        simulated_coil_maps)
 from .denoising import Denoising
 from .blur import GaussianBlur, gaussian_kernel
 from .inpainting import Inpainting, centered_hole_mask

@@ -17,10 +17,14 @@ class SingleCoilMRI(LinearOperator):
 
     ``F`` is the centred orthonormal FFT (:func:`~learn2invert.operators.fft.fft2c` for images
     ``(B, 2, H, W)``, the 3-D :func:`~learn2invert.operators.fft.fft3c` for volumes
-    ``(B, 2, D, H, W)``; the rank of the input picks which) and ``M`` keeps the sampled
-    k-space positions and zeroes the rest. ``y`` is the zero-filled k-space with the shape of
-    ``x``. Since ``F`` is unitary and ``M`` a projection, ``A^T y = F^H M y`` and
-    ``A^T A x = F^H M F x``.
+    ``(B, 2, D, H, W)``; by default the rank of the input picks which, see ``fft_dims``) and ``M``
+    keeps the sampled k-space positions and zeroes the rest. ``y`` is the zero-filled k-space
+    with the shape of ``x``. Since ``F`` is unitary and ``M`` a projection, ``A^T y = F^H M y``
+    and ``A^T A x = F^H M F x``.
+
+    Multi-slice 2-D acquisitions (each slice excited and encoded on its own, as in most clinical
+    2-D protocols and the fastMRI volumes) sample every slice's 2-D k-space, not a 3-D one:
+    ``fft_dims=2`` gives that model for volumes, ``y[:, :, d] = M_d F_2D x[:, :, d]``.
 
     Args:
         mask: sampling pattern, ``torch.bool`` or a 0/1 float/int tensor (or numpy array) that
@@ -28,10 +32,19 @@ class SingleCoilMRI(LinearOperator):
             on the channel axis, so that real and imaginary parts share it: e.g. ``(W,)`` columns,
             ``(H, W)``, ``(1, W)``, ``(D, H, W)`` or one mask per sample ``(B, 1, H, W)``.
             It is stored as the bool buffer ``mask`` (moves with ``.to(device)``).
+        fft_dims: number of trailing axes the FFT transforms. ``None`` (default, unchanged
+            behaviour): 2 for images ``(B, 2, H, W)``, 3 for volumes ``(B, 2, D, H, W)``. ``2``:
+            the 2-D FFT over ``(H, W)`` for images and, slice by slice, for volumes (a ``(H, W)``
+            mask then samples every slice alike; ``(D, H, W)`` gives each slice its own).
+            ``3``: the 3-D FFT; volumes only (an image input raises).
     """
 
-    def __init__(self, mask) -> None:
+    def __init__(self, mask, fft_dims: int | None = None) -> None:
         super().__init__()
+        if fft_dims is not None and (isinstance(fft_dims, bool) or not isinstance(fft_dims, (int, np.integer))
+                                     or fft_dims not in (2, 3)):
+            raise ValueError(f"{type(self).__name__}: fft_dims must be None, 2 or 3, got {fft_dims!r}")
+        self.fft_dims = None if fft_dims is None else int(fft_dims)
         self.register_buffer("mask", self._validate_mask(mask))
 
     @staticmethod
@@ -57,7 +70,10 @@ class SingleCoilMRI(LinearOperator):
 
     def _check(self, t: torch.Tensor, name: str) -> torch.Tensor:
         """Validate ``t`` and return the mask ready to broadcast against it."""
-        check_tensor(t, name, _LAYOUT, ndims=(4, 5), channels=2, owner=type(self).__name__)
+        if self.fft_dims == 3:  # a 3-D FFT needs a depth axis
+            check_tensor(t, name, "(B, 2, D, H, W) (fft_dims=3)", ndims=(5,), channels=2, owner=type(self).__name__)
+        else:
+            check_tensor(t, name, _LAYOUT, ndims=(4, 5), channels=2, owner=type(self).__name__)
         mask = self.mask
         expected = ("(B, 2, H, W)" if t.dim() == 4 else "(B, 2, D, H, W)") + f" = {tuple(t.shape)}"
         hint = (
@@ -78,6 +94,10 @@ class SingleCoilMRI(LinearOperator):
             raise ValueError(hint)
         return mask
 
+    def _fft_dims(self, t: torch.Tensor) -> int:
+        """Axes to transform: ``fft_dims`` if set, else the spatial rank of ``t``."""
+        return t.dim() - 2 if self.fft_dims is None else self.fft_dims
+
     @staticmethod
     def _mask_kspace(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         # torch.where writes a true +0 at unsampled positions; multiplying by a 0/1 mask would
@@ -93,7 +113,7 @@ class SingleCoilMRI(LinearOperator):
         mask = self._check(x, "image x")
         if x.shape[0] == 0:
             return x.to(compute_dtype(x.dtype), copy=True)
-        k = fftnc(x.to(compute_dtype(x.dtype)), x.dim() - 2)
+        k = fftnc(x.to(compute_dtype(x.dtype)), self._fft_dims(x))
         return self._mask_kspace(mask, k)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
@@ -102,7 +122,7 @@ class SingleCoilMRI(LinearOperator):
         if y.shape[0] == 0:
             return y.to(compute_dtype(y.dtype), copy=True)
         work = y.to(compute_dtype(y.dtype))
-        return ifftnc(self._mask_kspace(mask, work), y.dim() - 2)
+        return ifftnc(self._mask_kspace(mask, work), self._fft_dims(y))
 
     def A_adjoint_A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """``F^H M F x``: one mask pass instead of two (``M`` is a projection, ``M^T M = M``)."""
@@ -110,8 +130,10 @@ class SingleCoilMRI(LinearOperator):
         if x.shape[0] == 0:
             return x.to(compute_dtype(x.dtype), copy=True)
         work = x.to(compute_dtype(x.dtype))
-        return ifftnc(self._mask_kspace(mask, fftnc(work, x.dim() - 2)), x.dim() - 2)
+        dims = self._fft_dims(x)
+        return ifftnc(self._mask_kspace(mask, fftnc(work, dims)), dims)
 
     def extra_repr(self) -> str:
         sampled = float(self.mask.float().mean()) if self.mask.numel() else 0.0
-        return f"mask_shape={tuple(self.mask.shape)}, sampled_fraction={sampled:.3f}"
+        fft = "" if self.fft_dims is None else f", fft_dims={self.fft_dims}"
+        return f"mask_shape={tuple(self.mask.shape)}, sampled_fraction={sampled:.3f}{fft}"
