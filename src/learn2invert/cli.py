@@ -63,7 +63,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         run_dir, input_path, output = args.paths
     result = reconstruct(run_dir, input_path, output, simulate=args.simulate, seed=args.seed,
-                         axis=args.axis, device=args.device)
+                         axis=args.axis, device=args.device, frame=args.frame)
     for name, scores in result.get("metrics", {}).items():
         print(f"{name}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
     print(f"wrote {result['output']} and {result['side_by_side']}")
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--seed", type=int, default=0, help="seed of the simulated physics and noise (default: 0)")
     rc.add_argument("--axis", type=int, default=2, choices=(0, 1, 2),
                     help="NIfTI volumes: reconstruct the slices along this axis (default: 2, axial)")
+    rc.add_argument("--frame", type=int, help="4D NIfTI series: reconstruct this frame (0-based)")
     rc.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the solver runs (default: cpu)")
     rc.set_defaults(func=_cmd_reconstruct)
 
