@@ -266,3 +266,30 @@ def test_a_grey_run_warns_once_that_a_colour_photo_became_grey(denoising_run, tm
         warnings.simplefilter("always")
         reconstruct(denoising_run, tmp_path / "grey_rgb.png", tmp_path / "est2.png")
     assert not [w for w in caught if "grey" in str(w.message)]
+
+
+def test_sigma_tells_the_solver_the_noise_level_of_the_users_image(denoising_run, tmp_path, monkeypatch, capsys):
+    from learn2invert.solvers.rim import RIM
+
+    told = []
+    real_forward = RIM.forward
+
+    def recording(self, y, operator, sigma=None, **kwargs):
+        told.append(torch.as_tensor(sigma).flatten().tolist())
+        return real_forward(self, y, operator, sigma=sigma, **kwargs)
+
+    monkeypatch.setattr(RIM, "forward", recording)
+    noisy = _write_png(tmp_path / "noisy.png", 9, 11)
+    assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "a.npy"), "--sigma", "0.05"]) == 0
+    assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "b.npy")]) == 0
+    assert told == [[pytest.approx(0.05)], [pytest.approx(1.0)]]  # the user's level, then the run's operator.noise_sigma (smoke.yaml: 1.0)
+    assert not np.allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    # With --simulate it is also the noise that is simulated (and the level the solver is told).
+    told.clear()
+    result = reconstruct(denoising_run, noisy, tmp_path / "s.png", simulate=True, sigma=0.02)
+    assert told == [[pytest.approx(0.02)]] and math.isfinite(result["metrics"]["adjoint"]["psnr"])
+    assert result["metrics"]["adjoint"]["psnr"] > 30  # noise 0.02, not the config's 1.0 (about 0 dB)
+    capsys.readouterr()
+    for bad in ("-0.1", "nan"):
+        assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "c.png"), "--sigma", bad]) == 2
+        assert "--sigma" in capsys.readouterr().err

@@ -22,10 +22,15 @@ def _cmd_tour(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train.loop import TrainingDiverged, train
+    import math
+    import warnings
+
+    from .train.loop import DivergenceWarning, TrainingDiverged, train
 
     try:
-        result = train(args.config, args.out, overrides=tuple(args.set), resume=args.resume is not None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)  # printed below, as one line
+            result = train(args.config, args.out, overrides=tuple(args.set), resume=args.resume is not None)
     except TrainingDiverged as err:
         print(f"l2i train: {err}", file=sys.stderr)
         return 3
@@ -36,6 +41,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.get("rank", 0) == 0:  # under torchrun, one line for the whole job
         last = result["epochs"][-1] if result["epochs"] else {}
         print(f"run: {result['run_dir']}  " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_")))
+    if result.get("warning"):
+        # A non-finite final validation loss is a failed run (exit 4); a large PSNR drop only a warning.
+        failed = not math.isfinite(result["epochs"][-1].get("val_loss", 0.0))
+        if result.get("rank", 0) == 0:
+            print(f"l2i train: {'error' if failed else 'warning'}: {result['warning']}", file=sys.stderr)
+        return 4 if failed else 0
     return 0
 
 
@@ -63,7 +74,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         run_dir, input_path, output = args.paths
     result = reconstruct(run_dir, input_path, output, simulate=args.simulate, seed=args.seed,
-                         axis=args.axis, device=args.device, frame=args.frame)
+                         axis=args.axis, device=args.device, frame=args.frame, sigma=args.sigma)
     for name, scores in result.get("metrics", {}).items():
         print(f"{name}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
     print(f"wrote {result['output']} and {result['side_by_side']}")
@@ -171,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--axis", type=int, default=2, choices=(0, 1, 2),
                     help="NIfTI volumes: reconstruct the slices along this axis (default: 2, axial)")
     rc.add_argument("--frame", type=int, help="4D NIfTI series: reconstruct this frame (0-based)")
+    rc.add_argument("--sigma", type=float, metavar="S",
+                    help="noise standard deviation of INPUT, in the image's [0, 1] units for denoising, blur and "
+                         "super-resolution (e.g. 0.1 = 25.5/255): told to the solver instead of the run's "
+                         "operator.noise_sigma; with --simulate also the simulated noise (default: the run's)")
     rc.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the solver runs (default: cpu)")
     rc.set_defaults(func=_cmd_reconstruct)
 

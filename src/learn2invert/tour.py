@@ -21,6 +21,7 @@ from . import metrics, operators
 from .data import BrainSlices, load_image, shepp_logan
 from .data.phantoms import random_ellipses
 from .operators.fft import complex_abs
+from .outputs import check_output_folder
 from .solvers.classical import normal_operator_norm, tikhonov
 
 # Regularisation weights, relative to ||A^T A||, tried on the validation image; the best one is
@@ -114,21 +115,25 @@ def _show(ax, image: torch.Tensor, title: str) -> None:
     ax.axis("off")
 
 
-def run_tour(out: str | Path, size: int = 128, seed: int = 0) -> dict:
-    """Run every task and write the report; returns ``{task: {method: {psnr, ssim, nmse}}}``."""
+def run_tour(out: str | Path, size: int = 128, seed: int = 0, show_progress: bool = True) -> dict:
+    """Run every task and write the report; returns ``{task: {method: {psnr, ssim, nmse}}}``.
+
+    ``show_progress``: a bar over the tasks (on stderr) naming the task being solved.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out)  # a file named like the folder, or a read-only one: one line, before any work
     torch.manual_seed(seed)
     start = time.perf_counter()
     tasks = _build_tasks(size, seed)
     results: dict[str, dict] = {}
     rows = []
-    for task in tqdm(tasks, desc="tour", unit="task"):
+    bar = tqdm(tasks, desc="tour", unit="task", disable=not show_progress)
+    for task in bar:
+        bar.set_postfix_str(task.name)  # the Tikhonov weight search of one task takes seconds
         op = task.make_operator(task.test_image)
         y = _measure(op, task.test_image, task.sigma, seed)
         first = task.first_baseline(op, y) if task.first_baseline else op.A_adjoint(y)

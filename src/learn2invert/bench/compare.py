@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..outputs import OutputPathError, check_output_file
 from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.experiment import Measurement, build_dataset
 from ..train.loop import load_solver
@@ -110,7 +111,8 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
     if tv:
         n_val = tv_validation_samples if tv_validation_samples is not None else samples
         validation = [(y, op, x) for x, y, op, _ in _batches(config, "val", EVAL_SEED + 1, n_val)]
-        tv_weight, _ = choose_tv_weight(validation, grid=tv_grid, iterations=tv_iterations, data_range=data_range)
+        tv_weight, _ = choose_tv_weight(validation, grid=tv_grid, iterations=tv_iterations, data_range=data_range,
+                                        show_progress=show_progress)
 
     test_config = with_overrides(config, test_overrides)
     methods = [baseline] + (["fbp"] if config["operator"]["name"] == "ct" else []) + (["tv"] if tv else []) + list(solvers)
@@ -188,10 +190,22 @@ def plot_example(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def check_out(out: str | Path) -> Path:
+    """Refuse, before any work, an ``--out`` that :func:`write` could not write: an existing folder
+    (``--out`` is a path without suffix, not a folder), a folder in place of one of the three files,
+    or a folder that cannot be created or written into. Creates the folder."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputPathError(f"--out {out} is an existing folder; --out is a path without suffix (it writes "
+                              f"OUT.json, OUT.md, OUT.png), e.g. {out / 'compare'}")
+    for suffix in (".json", ".md", ".png"):
+        check_output_file(out.with_suffix(suffix), "--out file")
+    return out
+
+
 def write(result: dict, out: str | Path) -> Path:
     """Write ``out``.json / .md / .png; returns the JSON path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out(out)
     payload = {"methods": result["methods"], "seconds_per_sample": result["seconds_per_sample"],
                "tv_weight": result["tv_weight"], "samples": result["samples"], "split": result["split"],
                "data": result["config"]["data"], "operator": result["config"]["operator"]}
@@ -229,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--test-set data.name=dicom --test-set data.root=pydicom:MR_small.dcm")
     args = parser.parse_args(argv)
     runs = named_runs(args.runs, parser)
+    check_out(args.out)  # scoring and the TV search take minutes: refuse an unwritable --out first
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
                      tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides)
     path = write(result, args.out)

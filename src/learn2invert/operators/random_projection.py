@@ -24,6 +24,59 @@ import torch
 from .base import LinearOperator, check_tensor, compute_dtype
 
 _KINDS = ("gaussian", "bernoulli", "fourier")
+_FALLBACK_LIMIT = 8 * 2**30  # bytes, where the machine's memory cannot be read
+
+
+class MatrixTooLarge(ValueError):
+    """Building a random projection would take more memory than :func:`memory_limit_bytes`."""
+
+
+def memory_limit_bytes() -> int:
+    """The most memory a random projection may take to build: half of this machine's physical
+    memory (``os.sysconf``, else ``psutil`` if installed), or 8 GiB where neither can tell."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        total = 0
+    if total <= 0:
+        try:
+            import psutil
+
+            total = int(psutil.virtual_memory().total)
+        except ImportError:
+            return _FALLBACK_LIMIT
+    return total // 2
+
+
+def build_bytes(m: int, n: int, kind: str = "gaussian", normalize: bool = False) -> int:
+    """Peak bytes :class:`RandomProjection` ``(m, n, kind)`` allocates while it is built.
+
+    Dense kinds draw the ``m x n`` matrix in float64 (8 bytes per entry, one more float64 copy
+    when normalising) and keep it in the default dtype (4 bytes for float32); fourier keeps
+    ``m`` int64 row indices out of a permutation of ``n``.
+    """
+    if kind == "fourier":
+        return 8 * (n + m)
+    stored = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+    return m * n * (8 + max(stored, 8 if normalize else 0))
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**29 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_build_memory(m: int, n: int, kind: str = "gaussian", normalize: bool = False) -> None:
+    """Raise :class:`MatrixTooLarge`, naming the sizes, if building the operator would take more
+    than :func:`memory_limit_bytes` (instead of an allocation failure, or the machine swapping)."""
+    need, limit = build_bytes(m, n, kind, normalize), memory_limit_bytes()
+    if need > limit:
+        stored = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+        raise MatrixTooLarge(
+            f"a {kind} random projection with m = {m} measurements of n = {n} pixels is an m x n matrix of "
+            f"{_gib(m * n * stored)} ({torch.get_default_dtype()}), about {_gib(need)} while it is drawn; the limit is "
+            f"{_gib(limit)} (half this machine's memory): use smaller images or fewer measurements")
 
 
 def _default_image_shape(n: int) -> tuple[int, int, int]:
@@ -92,6 +145,7 @@ class RandomProjection(LinearOperator):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3 or math.prod(image_shape) != n:
             raise ValueError(f"image_shape must be (C, H, W) with C * H * W == n = {n}, got {image_shape}")
+        check_build_memory(m, n, kind, normalize)  # before drawing: one line rather than an allocation failure
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.m, self.n, self.kind, self.seed = m, n, kind, int(seed)

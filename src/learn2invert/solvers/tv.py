@@ -350,6 +350,7 @@ def choose_tv_weight(
     tolerance: float = 1e-5,
     data_range: float | None = None,
     inner_iterations: int = 10,
+    show_progress: bool = False,
 ) -> tuple[float, dict[float, float]]:
     """Pick the TV weight ``lam`` that maximises the mean PSNR on a *validation* set.
 
@@ -367,6 +368,9 @@ def choose_tv_weight(
             from ``A^T y`` for every weight, as at test time).
         data_range: PSNR peak; default each target's max (fastMRI convention, see
             :func:`learn2invert.metrics.psnr`).
+        show_progress: a progress bar over the grid (on stderr), with the best weight so far:
+            the search reconstructs the whole validation set once per weight, which takes
+            minutes on real data.
 
     PSNR is computed as in training validation: on the magnitude for 2-channel (complex)
     images, on the images themselves otherwise, averaged over all samples.
@@ -391,8 +395,11 @@ def choose_tv_weight(
     if not values or not all(math.isfinite(g) and g > 0 for g in values):
         raise ValueError(f"grid must be a non-empty sequence of finite weights > 0, got {grid!r}")
 
+    from tqdm import tqdm
+
     scores: dict[float, float] = {}
-    for lam in values:
+    bar = tqdm(values, desc="TV weight search", unit="weight", disable=not show_progress)
+    for lam in bar:
         total, count = 0.0, 0
         for y, op, x_true in items:
             with torch.no_grad():
@@ -404,5 +411,8 @@ def choose_tv_weight(
             total += float(per_sample.sum())
             count += per_sample.numel()
         scores[lam] = total / count
+        leader = max(scores, key=lambda g: (scores[g], -g))
+        bar.set_postfix(best=f"{leader:.3g}", psnr=f"{scores[leader]:.2f} dB")
+    bar.close()
     best = max(values, key=lambda g: (scores[g], -g))
     return best, scores

@@ -160,7 +160,29 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     if not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    return key.split("."), yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item}: the value is not valid YAML: {_yaml_problem(err, line=False)}") from None
+    return key.split("."), value
+
+
+def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
+    """One line from a PyYAML error: where (1-based line and column) and what went wrong.
+
+    PyYAML's own message spans several lines with the offending text and carets; a newcomer needs
+    the position and the problem. ``line=False`` leaves out the line (a one-line ``--set`` value).
+    """
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if line else f"column {mark.column + 1}"
+
+    mark, context_mark = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    text = f"{at(mark)}: {problem}" if mark is not None else problem
+    context = getattr(err, "context", None)
+    if context and context_mark is not None and (mark is None or at(context_mark) != at(mark)):
+        text += f", {context} started at {at(context_mark)}"  # e.g. where an unclosed bracket opened
+    return text
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -173,7 +195,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:  # one line naming the file and the position, not PyYAML's traceback
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
         user = loaded or {}

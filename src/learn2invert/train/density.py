@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_text, load_model, load_train_state, save_model, save_train_state
-from .experiment import build_dataset, build_optimizer, build_solver
+from .config import ConfigError
+from .experiment import build_dataset, build_optimizer, build_solver, empty_validation_message
 
 SAMPLES_FILE = "samples.png"
 
@@ -62,6 +63,9 @@ def train_density(config: dict, run_dir: Path, device: torch.device, resume: boo
     from .config import dump_config
 
     train_set, val_set = build_dataset(config, "train"), build_dataset(config, "val")
+    empty = empty_validation_message(config, val_set)
+    if empty:  # every epoch ends with a validation: refuse now, not after the first epoch
+        raise ConfigError(empty)
     model = build_solver(config, tuple(train_set[0].shape)).to(device)
     if not hasattr(model, "bits_per_dim"):
         raise ValueError(f"loss.name=bits_per_dim needs a density model (solver.name: flow_density), "

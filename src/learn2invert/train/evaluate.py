@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import check_output_file
 from .checkpoint import atomic_write_text
 from .experiment import build_dataset
 from .loop import load_solver
@@ -34,10 +35,19 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
     "adjoint": {...}, "per_iterate": {"psnr": [...], ...} (with steps)}``.
     """
     run_dir = Path(run_dir)
+    if length is not None and length < 1:
+        raise ValueError(f"--samples must be >= 1, got {length}")
+    out_json = Path(out) if out is not None else run_dir / "eval.json"
+    if run_dir.is_dir():  # a missing run folder is load_solver's to report
+        # Before scoring: a folder given as --out, or a read-only folder, fails now in one line.
+        check_output_file(out_json, "--out file" if out is not None else "output file", example="eval.json")
     solver, config, measurement, _ = load_solver(run_dir)
     if length is not None:
         config["data"]["val_length"] = length
     dataset = build_dataset(config, split)
+    if len(dataset) == 0:
+        raise ValueError(f"the {split} split of data.name={config['data']['name']} is empty (data.root="
+                         f"{config['data']['root']!r}); nothing to score")
     scores = score_dataset(solver, dataset, measurement, torch.device("cpu"), batch_size=batch_size, steps=steps,
                            every_iterate=steps is not None, data_range=config["data"]["data_range"])
     result: dict = {k: _stats(scores["last"][k]) for k in METRICS}
@@ -45,8 +55,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
     result["split"], result["samples"] = split, len(dataset)
     if steps is not None:
         result["per_iterate"] = {k: scores["iterates"][k].mean(dim=1).tolist() for k in METRICS}
-    out_json = Path(out) if out is not None else run_dir / "eval.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_json, json.dumps(result, indent=2))
     atomic_write_text(out_json.with_suffix(".md"), markdown_table(result, config))
     _figures(solver, dataset, measurement, result, out_json.with_suffix(""), steps)

@@ -81,6 +81,17 @@ def build_dataset(config: dict, split: str) -> Dataset:
                       "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder, dicom)")
 
 
+def empty_validation_message(config: dict, val_set: Dataset) -> str | None:
+    """What to tell a user whose validation set has no samples (None if it has some)."""
+    if len(val_set) > 0:
+        return None
+    d = config["data"]
+    if d["val_length"] == 0:
+        return "config key 'data.val_length' must be >= 1: training validates (and keeps the best weights) on that many samples"
+    return (f"the validation set of data.name={d['name']} is empty (data.root={d['root']!r}, data.params={d['params']}); "
+            "training needs validation samples to score and keep the best weights")
+
+
 # ---------------------------------------------------------------------------------- measurement
 
 def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -131,6 +142,18 @@ class Measurement:
                 if reduction is None:
                     raise ConfigError("operator.name=random_projection needs operator.params.m or operator.params.reduction")
                 params["m"] = int(round(n / float(reduction)))
+            # The dense matrix grows as n^2: a large data.patch_size asks for terabytes. Refuse
+            # before drawing it, naming the keys that set its size.
+            from ..operators.random_projection import MatrixTooLarge, check_build_memory
+
+            m = params["m"]
+            if isinstance(m, int) and not isinstance(m, bool) and m >= 1:  # other values: the constructor's message
+                try:
+                    check_build_memory(m, n, params.get("kind", "gaussian"), bool(params.get("normalize", False)))
+                except MatrixTooLarge as err:
+                    how = "operator.params.m" if reduction is None else "operator.params.reduction"
+                    raise ConfigError(f"config keys 'data.patch_size' and '{how}': operator.name=random_projection on "
+                                      f"images of shape {self.image_shape} with m = {m}: {err}") from None
             return _call(operators.RandomProjection, {"n": n, "seed": seed, "image_shape": self.image_shape, **params}, key)
         if self.name == "ct":
             if self.image_shape[-1] != self.image_shape[-2]:

@@ -34,11 +34,13 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..data.skipping import SkipBadFiles
+from ..outputs import check_output_folder
 from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
                          has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
-from .config import dump_config, load_config
+from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
-from .experiment import PER_STEP_SCHEDULES, Measurement, build_dataset, build_optimizer, build_solver
+from .experiment import (PER_STEP_SCHEDULES, Measurement, build_dataset, build_optimizer, build_solver,
+                         empty_validation_message)
 from .losses import iterate_loss, pixel_subsample_mask
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
 from .validate import validate
@@ -173,7 +175,8 @@ def _unlock_run_folder(run_dir: Path) -> None:
 def _prepare_run(config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool):
     """Rank 0's look at the run folder: returns ``(config, resume point or None)``; locks the folder."""
     if run_dir.is_dir() or not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # A file where the folder should be, or a read-only parent: one line now, not a traceback.
+        check_output_folder(run_dir, "run folder")
         _lock_run_folder(run_dir)
     try:
         return _check_run_folder(config_path, run_dir, overrides, resume)
@@ -261,6 +264,10 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         return {**result, "rank": 0, "world_size": 1}
     train_set = build_dataset(config, "train")
     val_set = build_dataset(config, "val") if ctx.is_main else None
+    # Every validation scores the whole set: an empty one would fail only after the first epoch.
+    empty = ctx.broadcast(empty_validation_message(config, val_set) if ctx.is_main else None)
+    if empty:
+        raise ConfigError(empty)
     if config["data"]["skip_bad_files"]:
         train_set = SkipBadFiles(train_set)
         val_set = SkipBadFiles(val_set) if val_set is not None else None
@@ -415,9 +422,52 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         epoch += 1
     if writer is not None:
         writer.close()
+    warning = validation_warning(history, run_dir, best["step"])
+    if warning and ctx.is_main:
+        warnings.warn(warning, DivergenceWarning, stacklevel=3)
     ctx.barrier()
     return {"run_dir": str(run_dir), "epochs": history, "rank": ctx.rank, "world_size": ctx.world_size,
-            "stopped_by": stopped_by, "best_step": best["step"]}
+            "stopped_by": stopped_by, "best_step": best["step"], "warning": warning}
+
+
+# How far (dB) the last validation PSNR may fall below the run's best before training is said to
+# have gone wrong. Validation PSNR wobbles by a dB or two between validations; a fall of 10 dB is
+# an error ten times the best one's, not noise.
+DIVERGENCE_DROP_DB = 10.0
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training finished, but its last validation says the model got much worse (see :func:`validation_warning`)."""
+
+
+def validation_warning(history: list[dict], run_dir: Path | str, best_step: int = 0) -> str | None:
+    """One line on a run whose validation went bad, or None. Looked at once, after training, so a
+    single bad validation in the middle stops nothing.
+
+    The last validation is bad when its loss or PSNR is NaN or infinite, when its PSNR is below
+    0 dB (an error larger than the peak: worse than returning an all-black image), or when its
+    PSNR is more than :data:`DIVERGENCE_DROP_DB` below the best validation PSNR of the run.
+    ``best_step`` is the step of the weights in ``best.safetensors`` (lowest validation loss).
+    """
+    scored = [r for r in history if "val_psnr" in r]
+    if not scored:
+        return None
+    last = scored[-1]
+    psnr, loss = last["val_psnr"], last.get("val_loss", 0.0)
+    finite = [r["val_psnr"] for r in scored if math.isfinite(r["val_psnr"])]
+    where = f"the last validation (step {last['global_step']})"
+    advice = "try a lower train.optimizer.lr or set train.grad_clip"
+    if best_step and best_step != last["global_step"]:
+        advice += f"; the weights of the lowest validation loss (step {best_step}) are in {Path(run_dir) / BEST_FILE}"
+    if not (math.isfinite(loss) and math.isfinite(psnr)):
+        return f"{where} has loss {loss} and PSNR {psnr}: training diverged; {advice}"
+    if psnr < 0:
+        return (f"{where} has PSNR {psnr:.2f} dB, below 0 dB: the estimates are worse than an all-black image "
+                f"(training diverged, or has barely started); {advice}")
+    if psnr < max(finite) - DIVERGENCE_DROP_DB:
+        return (f"{where} has PSNR {psnr:.2f} dB, {max(finite) - psnr:.1f} dB below the run's best "
+                f"({max(finite):.2f} dB): training diverged; {advice}")
+    return None
 
 
 def _count_skipped(ctx: DistContext, train_set: SkipBadFiles, val_set: SkipBadFiles | None, show_progress: bool) -> int:
@@ -465,6 +515,21 @@ def weights_file(run_dir: str | Path, weights: str = "best") -> Path:
     return run_dir / MODEL_FILE
 
 
+class NotAReconstructionRun(ValueError):
+    """The run folder holds a model that does not reconstruct measurements (a flow prior)."""
+
+
+def check_reconstruction_run(config: dict, run_dir: Path | str) -> None:
+    """Refuse a run whose model cannot be called as ``solver(y, operator, sigma=...)``: a flow prior
+    trained by likelihood (``loss.name: bits_per_dim``) only scores and samples clean images."""
+    if config["loss"]["name"] == "bits_per_dim" or config["solver"]["name"] == "flow_density":
+        raise NotAReconstructionRun(
+            f"{run_dir} is a flow prior trained by likelihood (solver.name: {config['solver']['name']}, loss.name: "
+            f"{config['loss']['name']}), not a reconstruction model: it is a prior for flow unfolding; train "
+            f"configs/flow_denoise.yaml, flow_deblur.yaml or flow_inpaint.yaml with --set solver.params.pretrained="
+            f"{run_dir} and evaluate or reconstruct with that run (the prior's samples: {Path(run_dir) / 'samples.png'})")
+
+
 def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
                 weights: str = "best") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
     """Rebuild a trained solver from its run folder: returns (solver, config, measurement, image_shape).
@@ -475,10 +540,12 @@ def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
     run_dir = Path(run_dir)
     path = weights_file(run_dir, weights)
     config = load_config(run_dir / CONFIG_FILE)
+    check_reconstruction_run(config, run_dir)
     image_shape = tuple(build_dataset(config, "val")[0].shape)
     solver = build_solver(config, image_shape)
     load_model(solver, path)
     return solver.to(device).eval(), config, Measurement(config, image_shape), image_shape
 
 
-__all__ = ["train", "load_solver", "weights_file", "BEST_FILE", "TrainingDiverged", "resolve_device", "measure", "sample_generators"]
+__all__ = ["train", "load_solver", "weights_file", "BEST_FILE", "TrainingDiverged", "resolve_device", "measure", "sample_generators",
+           "DivergenceWarning", "validation_warning", "NotAReconstructionRun", "check_reconstruction_run"]

@@ -17,6 +17,7 @@ the file and counting both; a colour photo given to a grey run is converted with
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..data.nifti import read_nifti, save_nifti
 from ..operators import SingleCoilMRI
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
+from ..outputs import check_output_file
 from .experiment import Measurement
 from .loop import load_solver, resolve_device
 from .validate import magnitude
@@ -59,7 +61,8 @@ class Run:
 
 
 def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path, simulate: bool = False,
-                seed: int = 0, axis: int = 2, device: str = "cpu", frame: int | None = None) -> dict:
+                seed: int = 0, axis: int = 2, device: str = "cpu", frame: int | None = None,
+                sigma: float | None = None) -> dict:
     """Reconstruct ``input_path`` with the run in ``run_dir`` and write ``output`` plus a figure.
 
     Args:
@@ -78,6 +81,11 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         frame: the volume (0-based) of a 4D NIfTI series to reconstruct; required for series
             of more than one frame, refused for other inputs.
+        sigma: the noise standard deviation of the input, in measurement units (for denoising,
+            blur and super-resolution: the image's [0, 1] intensities, e.g. 0.1 for 25.5 / 255),
+            told to the solver instead of the run's ``operator.noise_sigma``; with ``simulate``
+            it is also the noise that is simulated. Floored at 1e-3 like in training. Default:
+            the run's config (the mean of a [low, high] range).
 
     Returns:
         ``{"output": path, "side_by_side": path}`` plus, when there is a truth to compare with,
@@ -87,13 +95,16 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         ValueError: naming the path for a missing run folder or input, an unsupported file
             extension, an input with NaN or infinite values (counted), or an input the run
             cannot reconstruct (wrong size, non-image measurement without ``simulate``, a 4D
-            series without ``frame``).
+            series without ``frame``); an ``output`` that is a folder or cannot be written, a
+            negative ``sigma`` (both before the model is loaded); a run that is a flow prior.
 
     Warns:
         UserWarning: naming the file, once, when a grey run is given a colour image (it is
             converted to grey luminance).
     """
     run_dir, input_path, output = Path(run_dir), Path(input_path), Path(output)
+    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"--sigma is the noise standard deviation of the input and must be a number >= 0, got {sigma!r}")
     if not run_dir.is_dir():
         raise ValueError(f"run folder {run_dir} does not exist")
     if not input_path.is_file():
@@ -101,12 +112,15 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
     kind = _file_kind(input_path)
     if frame is not None and kind != "nifti":
         raise ValueError(f"frame={frame!r} chooses a volume of a 4D NIfTI series; {input_path} is not a NIfTI file")
+    # Before the model is loaded: a folder given as OUTPUT, or a read-only folder, fails now in one line.
+    check_output_file(output, example=f"estimate{OUTPUT_SUFFIXES[kind][0]}")
     if not output.name.lower().endswith(OUTPUT_SUFFIXES[kind]):
         raise ValueError(f"unsupported output file {output} for a {kind} input: expected one of "
                          f"{', '.join(OUTPUT_SUFFIXES[kind])}")
     solver, config, _, image_shape = load_solver(run_dir, resolve_device(device))
+    if sigma is not None:  # the user's noise level replaces the training one, for the solver and any simulation
+        config = {**config, "operator": {**config["operator"], "noise_sigma": float(sigma)}}
     run = Run(solver, config, image_shape, next(solver.parameters()).device)
-    output.parent.mkdir(parents=True, exist_ok=True)
     if kind == "fastmri":
         if simulate:
             raise ValueError(f"{input_path} is a fastMRI file, already a measurement: drop --simulate")
@@ -237,7 +251,10 @@ def _file_kind(path: Path) -> str:
 
 
 def _config_sigma(config: dict) -> float:
-    """The config's noise level (the mean of a [low, high] range), floored like Measurement's."""
+    """The config's noise level (the mean of a [low, high] range), floored like Measurement's.
+
+    ``reconstruct(sigma=...)`` (``l2i reconstruct --sigma``) has already put the user's value here.
+    """
     value = config["operator"]["noise_sigma"]
     sigma = sum(value) / 2 if isinstance(value, list) else float(value)
     return max(sigma, 1e-3)
