@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: the shipped MRI models vs zero-filled and TV on held-out brain "
                                        "slices and a real MR scan, a short fine-tuning run, training memory; a report")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--steps", type=int, default=30, help="optimiser steps of the fine-tuning run (default: 30)")
+    demo.add_argument("--steps", type=int, default=20, help="optimiser steps of the fine-tuning run (default: 20)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
