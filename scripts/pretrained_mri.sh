@@ -23,8 +23,8 @@ wait
 runs=""
 for m in $MODELS; do runs="$runs $m=runs/pretrained/mri_$m"; done
 $L2I bench curves $runs --out "$OUT/mri_curves" --title "shipped MRI models: validation PSNR (2x-8x masks)"
-# TV weights around those chosen on this problem before (4x: 0.001, 8x: 0.003); one comparison per core.
-TV_GRID="0.0005 0.001 0.002 0.004 0.008"
+# TV weights from 1.25e-4 to 8e-3 (factors of 2); one comparison per core.
+TV_GRID="0.000125 0.00025 0.0005 0.001 0.002 0.004 0.008"
 for acc in 4 8; do
   OMP_NUM_THREADS=1 $L2I bench compare $runs --set "operator.acceleration=$acc" --tv-grid $TV_GRID \
     --out "$OUT/mri_test_${acc}x" > "$OUT/mri_test_${acc}x.log" 2>&1 &
