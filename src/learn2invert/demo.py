@@ -110,8 +110,8 @@ def _report(results: dict[str, dict], curves: dict, memory: list[dict], cards: d
         "# learn2invert demo: single-coil MRI with the shipped models",
         "",
         f"Command: `l2i demo --steps {fine_tune['steps']}` ({seconds / 60:.1f} min wall time on this machine, "
-        f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}). Every number below is "
-        "independent of the machine's load: no step of this demo runs against a clock.",
+        f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}). Every quality and memory number below is "
+        "independent of the machine's load (no step of this demo runs against a clock); only the times are not.",
         "",
         "Data: 64x64 complex slices of the MNI152 template (nilearn) with random smooth phase, held-out "
         "test slab; and pydicom's real MR slice `MR_small.dcm` (magnitude, scaled to [0, 1]), never "
