@@ -60,22 +60,29 @@ def _memory_records(threads: int) -> list[dict]:
     return run_grid(specs, show_progress=False)
 
 
-def _psnr_curves(runs: dict[str, Path], acceleration: float) -> dict[str, list[float]]:
+def _at_acceleration(folder: Path, acceleration: float, split: str):
+    """``(solver, config, dataset, measurement)`` of a run, its ``split`` measured at ``acceleration``."""
     from .bench.compare import with_overrides
     from .train.experiment import Measurement, build_dataset
     from .train.loop import load_solver
+
+    solver, config, _, _ = load_solver(folder)
+    config = with_overrides(config, [f"operator.acceleration={acceleration}"])
+    dataset = build_dataset(config, split)
+    return solver, config, dataset, Measurement(config, tuple(dataset[0].shape))
+
+
+def _psnr_curves(runs: dict[str, Path], acceleration: float) -> dict[str, list[float]]:
     from .train.validate import score_dataset
 
     curves = {}
     for name, run_dir in runs.items():
-        solver, config, _, _ = load_solver(run_dir)
         if name == "unet":  # one step: no curve
             continue
-        config = with_overrides(config, [f"operator.acceleration={acceleration}"])
-        test = build_dataset(config, "test")
+        solver, config, test, measurement = _at_acceleration(run_dir, acceleration, "test")
         # Batches of 8, as in the comparison, so both see the same masks and noise.
-        scores = score_dataset(solver, test, Measurement(config, tuple(test[0].shape)), torch.device("cpu"),
-                               batch_size=8, every_iterate=True, data_range=config["data"]["data_range"])
+        scores = score_dataset(solver, test, measurement, torch.device("cpu"), batch_size=8, every_iterate=True,
+                               data_range=config["data"]["data_range"])
         curves[name] = scores["iterates"]["psnr"].mean(dim=1).tolist()
     return curves
 
@@ -215,15 +222,10 @@ def _has_pydicom() -> bool:
 
 def _validation_psnr(folder: Path, acceleration: float) -> float:
     """Mean validation PSNR of a run's best weights at ``acceleration`` (what fine-tuning starts from)."""
-    from .bench.compare import with_overrides
-    from .train.experiment import Measurement, build_dataset
-    from .train.loop import load_solver
     from .train.validate import validate
 
-    solver, config, _, _ = load_solver(folder)
-    config = with_overrides(config, [f"operator.acceleration={acceleration}"])
-    val = build_dataset(config, "val")
-    return validate(solver, val, Measurement(config, tuple(val[0].shape)), config, torch.device("cpu"))["psnr"]
+    solver, config, val, measurement = _at_acceleration(folder, acceleration, "val")
+    return validate(solver, val, measurement, config, torch.device("cpu"))["psnr"]
 
 
 def main_summary(result: dict) -> str:

@@ -62,8 +62,8 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 10,  # optimisation steps between TensorBoard scalars
         "time_limit_minutes": 0.0,  # safety cap only: stop (after validating and saving) once training has run this long; 0 = no limit
         "precision": "fp32",  # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling)
-        "compile": False,
-        "init_weights": None,  # start from these weights (fine-tuning): a run folder (its best weights) or pretrained:NAME  # torch.compile the solver; falls back to eager with a warning where it fails
+        "compile": False,  # torch.compile the solver; falls back to eager with a warning where it fails
+        "init_weights": None,  # start from these weights (fine-tuning): a run folder (its best weights) or pretrained:NAME
     },
 }
 

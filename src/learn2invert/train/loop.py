@@ -279,10 +279,9 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     local_batch = batch_size // ctx.world_size
     steps_per_epoch = (len(train_set) // ctx.world_size) // local_batch
     epochs, max_steps, val_every, patience = (train_cfg[k] for k in ("epochs", "max_steps", "val_every", "patience"))
-    for key, value in (("epochs", epochs), ("max_steps", max_steps), ("val_every", val_every), ("patience", patience),
-                       ("time_limit_minutes", train_cfg["time_limit_minutes"])):
-        if value < 0 or (key == "epochs" and value == 0 and not max_steps):
-            raise ValueError(f"config key 'train.{key}' must be {'positive' if key == 'epochs' else '>= 0'}, got {value}")
+    # Negative counts are refused when the config is read; zero epochs mean something only with max_steps.
+    if epochs == 0 and not max_steps:
+        raise ValueError("config key 'train.epochs' must be positive (or set train.max_steps), got 0")
     total_steps = max_steps or epochs * steps_per_epoch
     optimizer, scheduler = build_optimizer(config, solver, total_steps)
     per_step_schedule = config["train"]["schedule"].get("name") in PER_STEP_SCHEDULES
