@@ -88,3 +88,16 @@ def test_real_dicom_scan_is_scored_with_the_tv_weight_of_the_validation_slices(r
     assert real["data"]["name"] == "dicom" and real["samples"] == 3
     # The weight comes from the (unchanged) validation slices, so both runs choose the same one.
     assert real["tv_weight"] == json.loads((tmp_path / "val.json").read_text())["tv_weight"]
+
+
+def test_compare_ignores_training_only_data_keys():
+    from learn2invert.bench.compare import _check_same_problem
+
+    def config(**params):
+        return {"data": {"name": "brain_mix", "train_length": 64, "params": params}, "operator": {"name": "mri"}}
+
+    parent, tuned = config(scale=0.35), config(scale=0.35, scale_range=[0.8, 3.0])
+    tuned["data"]["train_length"] = 4096
+    assert _check_same_problem({"parent": parent, "tuned": tuned}) is parent  # augmentation is training-only
+    with pytest.raises(ValueError, match="differ in their 'data' config"):
+        _check_same_problem({"parent": parent, "other": config(scale=0.5)})  # the base scale changes the test slices

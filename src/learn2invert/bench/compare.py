@@ -35,12 +35,26 @@ def _adjoint_name(config: dict) -> str:
     return "zero-filled" if config["operator"]["name"] == "mri" else "adjoint"
 
 
+def _scored_problem(config: dict, section: str) -> dict:
+    """The part of a config's ``section`` that shapes validation and test data.
+
+    Training-only keys are left out, so a run fine-tuned with other augmentations (``brain_mix``'s
+    ``data.params`` other than its base ``scale``) or a longer epoch is compared with its parent.
+    """
+    part = dict(config[section])
+    if section == "data":
+        part.pop("train_length", None)
+        if part["name"] == "brain_mix":
+            part["params"] = {"scale": float(part["params"].get("scale", 0.35))}
+    return part
+
+
 def _check_same_problem(configs: dict[str, dict]) -> dict:
     names = list(configs)
     first = configs[names[0]]
     for name in names[1:]:
         for section in ("data", "operator"):
-            if configs[name][section] != first[section]:
+            if _scored_problem(configs[name], section) != _scored_problem(first, section):
                 raise ValueError(f"runs {names[0]!r} and {name!r} differ in their '{section}' config; "
                                  "compare runs trained on the same problem")
     return first
