@@ -5,7 +5,8 @@ from .image_folder import ImageFolder
 from .brain import BrainPatches3D, BrainSlices, load_mni152, smooth_phase, split_slice_indices
 from .brain_mix import BrainSliceMix
 from .dicom import DicomImages, read_dicom
-from .fastmri import FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
+from .fastmri import FastMRIImages, FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles
 from .multicoil import MultiCoilSlices
+from .fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset

@@ -1,4 +1,4 @@
-"""fastMRI single-coil HDF5 files as a slice dataset.
+"""fastMRI HDF5 files as slice datasets: measured k-space items and ground-truth images.
 
 A fastMRI single-coil file (knee, ``singlecoil_{train,val,test}``) holds:
 
@@ -14,12 +14,21 @@ A fastMRI single-coil file (knee, ``singlecoil_{train,val,test}``) holds:
 - attributes ``max`` and ``norm`` (of the target volume), ``acquisition`` (``CORPD_FBK`` or
   ``CORPDFS_FBK``), ``patient_id``.
 
+A multi-coil file (knee or brain, ``multicoil_{train,val,test}``) has complex64 ``kspace`` of shape
+``(slices, coils, H, W)`` and the float32 target ``reconstruction_rss`` ``(slices, 320, 320)``, the
+root-sum-of-squares of the coil images, cropped; everything else as above.
+
+:class:`FastMRISingleCoil` gives the stored k-space slice by slice (what ``l2i reconstruct``
+reads); :class:`FastMRIImages` gives fully sampled files as ground-truth complex images for
+training with simulated (retrospective) masks (``data.name: fastmri`` in a training config).
+
 Images are cropped like fastMRI's data transforms: to the target's size when there is one, else
 to the header's recon ``(x, y)`` as ``(rows, cols)``, and never wider than the image (some brain
 FLAIR files are only 203 columns wide). Complex data are 2-channel real tensors throughout.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -38,9 +47,11 @@ __all__ = [
     "center_crop",
     "kspace_to_magnitude",
     "FastMRISingleCoil",
+    "FastMRIImages",
 ]
 
-TARGET_KEY = "reconstruction_esc"
+TARGET_KEY = "reconstruction_esc"  # single-coil target
+TARGET_KEYS = {False: "reconstruction_esc", True: "reconstruction_rss"}  # multi-coil? -> target dataset
 
 
 def _child(element: ElementTree.Element, name: str) -> ElementTree.Element | None:
@@ -262,62 +273,269 @@ class FastMRISingleCoil(Dataset):
         return self.transform(item) if self.transform is not None else item
 
 
-def _inspect_file(path: Path, split_has_mask: bool | None) -> dict[str, Any]:
-    """Validate one file's layout and gather what every slice shares (sizes, attributes)."""
+class FastMRIImages(Dataset):
+    """Ground-truth complex images from fully sampled fastMRI files, for training with simulated masks.
+
+    Item ``i`` is a float32 complex image ``(2, h, w)`` (real, imaginary): the centred
+    orthonormal inverse FFT of a slice's fully sampled k-space, centre-cropped to the fastMRI crop
+    (the target's size, e.g. 320 x 320, see :func:`fastmri_crop_size`) or to ``crop``, and divided
+    by its volume's peak (the file's ``max`` attribute, else the max of its target, else the
+    max of the cropped magnitudes), so every volume peaks at about 1. The training loop then
+    simulates ``y = M F x + n`` with a retrospective mask, as for the embedded data.
+
+    Single-coil files: ``|item|`` equals ``reconstruction_esc / max`` (the emulated single-coil
+    target). Multi-coil files: the coil images are combined with sensitivities estimated from the
+    central ``acs_fraction`` of the k-space columns (:func:`~learn2invert.operators.multicoil.
+    estimate_sensitivities`, a SENSE / matched-filter combination), so the item is a complex image
+    whose magnitude is close to ``reconstruction_rss / max`` (equal where the maps are exact) and
+    whose phase is the object's minus its low-resolution phase; training on it simulates
+    single-coil k-space of the coil-combined image.
+
+    Attributes:
+        files: the readable files, in order; ``metadata``: what :func:`_inspect_file` found.
+        volume_ids: for each item, the index of its file (volume) in ``files``.
+        skipped: ``(path, message)`` of files left out with ``skip_bad_files``.
+
+    Args:
+        root_or_files: a directory (all ``*.h5`` in it, sorted), one file or a list of files.
+        crop: ``(h, w)`` to crop every image to instead of each file's fastMRI crop; all items
+            of a dataset must share one shape to be batched.
+        coils: ``"any"``, ``"single"`` or ``"multi"``: which k-space layouts to accept.
+        acs_fraction: multi-coil files: the fraction of central columns the coil sensitivities
+            are estimated from.
+        max_items: keep this many slices, evenly spaced over all volumes (validation subsets);
+            ``None`` keeps all.
+        skip_bad_files: leave out files that fail the checks (warning with the path) instead of
+            raising.
+
+    Raises:
+        ValueError: naming the file and key, for anything :class:`FastMRISingleCoil` refuses, a
+            file with a ``mask`` (test split: its k-space is undersampled, it holds no ground
+            truth), and (naming both) crops of different shapes without ``crop``.
+    """
+
+    def __init__(
+        self,
+        root_or_files: str | os.PathLike | Sequence[str | os.PathLike],
+        crop: Sequence[int] | None = None,
+        coils: str = "any",
+        acs_fraction: float = 0.08,
+        max_items: int | None = None,
+        skip_bad_files: bool = False,
+    ) -> None:
+        if coils not in ("any", "single", "multi"):
+            raise ValueError(f"coils must be 'any', 'single' or 'multi', got {coils!r}")
+        if not 0 < float(acs_fraction) <= 1:
+            raise ValueError(f"acs_fraction must be in (0, 1], got {acs_fraction!r}")
+        if crop is not None:
+            if len(crop) != 2 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 0 for c in crop):
+                raise ValueError(f"crop must be two positive ints (h, w), got {crop!r}")
+            crop = (int(crop[0]), int(crop[1]))
+        self.crop, self.acs_fraction = crop, float(acs_fraction)
+        self.files: list[Path] = []
+        self.metadata: list[dict[str, Any]] = []
+        self.skipped: list[tuple[Path, str]] = []
+        files = _h5_files(root_or_files)
+        for path in files:
+            try:
+                meta = _inspect_file(path, None, coils)
+                if meta["has_mask"]:
+                    raise ValueError(f"{path}: has a 'mask' dataset: its k-space is undersampled (a test-split file) "
+                                     "and holds no ground truth to train or score on; reconstruct it with its own "
+                                     "mask (l2i reconstruct RUN FILE OUT.h5)")
+                meta["crop"] = self._crop_for(path, meta)
+            except ValueError as err:
+                if not skip_bad_files:
+                    raise
+                self.skipped.append((path, str(err)))
+                warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=2)
+                continue
+            self.files.append(path)
+            self.metadata.append(meta)
+        if not self.files:
+            raise ValueError(f"none of the {len(files)} HDF5 files could be read; first problem: {self.skipped[0][1]}")
+        shapes = {m["crop"] for m in self.metadata}
+        if len(shapes) > 1:
+            first = {shape: self.files[[m["crop"] for m in self.metadata].index(shape)] for shape in shapes}
+            raise ValueError("the files crop to different image sizes, which cannot be batched: "
+                             + "; ".join(f"{shape} ({path})" for shape, path in sorted(first.items()))
+                             + "; set crop (data.params.crop: [h, w]) to one size")
+        examples = [(f, s) for f, meta in enumerate(self.metadata) for s in range(meta["num_slices"])]
+        if max_items is not None and max_items < len(examples):
+            if max_items < 1:
+                raise ValueError(f"max_items must be >= 1, got {max_items}")
+            keep = np.unique(np.linspace(0, len(examples) - 1, int(max_items)).round().astype(int))
+            examples = [examples[i] for i in keep]
+        self.examples = examples
+        self.volume_ids = [f for f, _ in examples]
+        self._peaks: dict[int, float] = {}
+
+    def _crop_for(self, path: Path, meta: dict[str, Any]) -> tuple[int, int]:
+        crop = self.crop or meta["crop_size"]
+        height, width = meta["shape"]
+        if crop[0] > height or crop[1] > width:
+            raise ValueError(f"{path}: cannot crop its {(height, width)} images to {crop}")
+        return crop
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(2, h, w)`` of every item."""
+        return (2, *self.metadata[0]["crop"])
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _read(self, f_idx: int, s: int) -> torch.Tensor:
+        """Unscaled cropped complex image ``(2, h, w)`` float32 of slice ``s`` of file ``f_idx``."""
+        path, meta = self.files[f_idx], self.metadata[f_idx]
+        try:
+            with h5py.File(path, "r") as hf:
+                kspace = np.asarray(hf["kspace"][s])
+        except (OSError, KeyError) as exc:
+            raise ValueError(f"{path}: could not read slice {s} of 'kspace' ({exc})") from exc
+        k = torch.from_numpy(kspace.astype(np.complex64))
+        if not bool(torch.isfinite(torch.view_as_real(k)).all()):
+            raise ValueError(f"{path}: 'kspace' slice {s} holds NaN or infinite values")
+        if meta["multicoil"]:
+            from ..operators.multicoil import estimate_sensitivities, sense_combine
+
+            kspace_ri = torch.stack([k.real, k.imag])[None]  # (1, 2, C, H, W)
+            acs = max(2, int(round(self.acs_fraction * meta["shape"][1])))
+            maps = estimate_sensitivities(kspace_ri, acs=min(acs, meta["shape"][1]))
+            coil_images = _ifft2c(k)
+            image = sense_combine(torch.stack([coil_images.real, coil_images.imag])[None], maps)[0]
+        else:
+            image = _ifft2c(k)
+            image = torch.stack([image.real, image.imag])
+        return center_crop(image, meta["crop"]).to(torch.float32).contiguous()
+
+    def peak(self, f_idx: int) -> float:
+        """The scale of volume ``f_idx``: the ``max`` attribute, the target's max, or the max of
+        the cropped magnitudes of all its slices (computed once)."""
+        if f_idx not in self._peaks:
+            meta, path = self.metadata[f_idx], self.files[f_idx]
+            value = meta["attrs"].get("max")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                value = None
+                if meta["has_target"]:
+                    with h5py.File(path, "r") as hf:
+                        value = float(np.max(hf[meta["target_key"]][()]))
+                if value is None or not (math.isfinite(value) and value > 0):
+                    value = max(float(self._read(f_idx, s).norm(dim=0).max()) for s in range(meta["num_slices"]))
+            if not value > 0:
+                raise ValueError(f"{path}: the volume is all zeros")
+            self._peaks[f_idx] = float(value)
+        return self._peaks[f_idx]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        f_idx, s = self.examples[index]
+        return self._read(f_idx, s) / self.peak(f_idx)
+
+
+def _inspect_file(path: Path, split_has_mask: bool | None, coils: str = "single") -> dict[str, Any]:
+    """Validate one file's layout and gather what every slice shares (sizes, attributes).
+
+    ``coils``: ``"single"`` accepts only single-coil k-space ``(slices, H, W)``, ``"multi"`` only
+    multi-coil ``(slices, coils, H, W)``, ``"any"`` either. Raises ValueError naming the file and
+    the offending key.
+    """
     try:
         hf = h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
     try:
         with hf:
-            return _inspect_open_file(path, hf, split_has_mask)
+            return _inspect_open_file(path, hf, split_has_mask, coils)
     except (OSError, KeyError, RuntimeError) as exc:  # damaged objects inside a valid HDF5 file
         raise ValueError(f"{path}: could not read the file's contents ({exc})") from exc
 
 
-def _inspect_open_file(path: Path, hf: h5py.File, split_has_mask: bool | None) -> dict[str, Any]:
+def _dataset(path: Path, hf: h5py.File, key: str) -> h5py.Dataset:
+    """``hf[key]`` when it is a dataset (not a group); ValueError naming file and key otherwise."""
+    obj = hf[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{path}: '{key}' must be a dataset, got an HDF5 {type(obj).__name__}")
+    return obj
+
+
+def _inspect_open_file(path: Path, hf: h5py.File, split_has_mask: bool | None, coils: str = "single") -> dict[str, Any]:
     """The checks of :func:`_inspect_file` on an open file; ``path`` is only for messages."""
     if "kspace" not in hf:
         raise ValueError(f"{path}: no 'kspace' dataset (found {sorted(hf.keys())})")
-    kspace = hf["kspace"]
-    if not isinstance(kspace, h5py.Dataset) or kspace.ndim != 3:
-        shape = getattr(kspace, "shape", None)
-        raise ValueError(
-            f"{path}: 'kspace' must be single-coil (slices, H, W); got shape {shape}"
-            + (" (multi-coil files are (slices, coils, H, W))" if shape is not None and len(shape) == 4 else "")
-        )
+    kspace = _dataset(path, hf, "kspace")
+    allowed = {"single": (3,), "multi": (4,), "any": (3, 4)}[coils]
+    if kspace.ndim not in allowed:
+        shape = kspace.shape
+        if coils == "single":
+            raise ValueError(
+                f"{path}: 'kspace' must be single-coil (slices, H, W); got shape {shape}"
+                + (" (multi-coil files are (slices, coils, H, W))" if len(shape) == 4 else ""))
+        expected = "(slices, coils, H, W)" if coils == "multi" else "(slices, H, W) or (slices, coils, H, W)"
+        raise ValueError(f"{path}: 'kspace' must be {expected}; got shape {shape}")
     if kspace.dtype.kind != "c":
-        raise ValueError(f"{path}: 'kspace' must be complex, got dtype {kspace.dtype}")
-    num_slices, height, width = kspace.shape
-    has_target = TARGET_KEY in hf
+        raise ValueError(f"{path}: 'kspace' must be complex (complex64 in fastMRI files), got dtype {kspace.dtype}")
+    multicoil = kspace.ndim == 4
+    num_slices, height, width = kspace.shape[0], kspace.shape[-2], kspace.shape[-1]
+    if num_slices == 0 or height == 0 or width == 0:
+        raise ValueError(f"{path}: 'kspace' is empty (shape {kspace.shape})")
+    target_key = TARGET_KEYS[multicoil]
+    other_key = TARGET_KEYS[not multicoil]
+    if other_key in hf and target_key not in hf:
+        kind = "multi-coil" if multicoil else "single-coil"
+        raise ValueError(f"{path}: {kind} 'kspace' of shape {kspace.shape} comes with '{other_key}', the target of "
+                         f"{'single' if multicoil else 'multi'}-coil files; expected '{target_key}'")
+    has_target = target_key in hf
     target_shape = None
     if has_target:
-        target_shape = hf[TARGET_KEY].shape
+        target = _dataset(path, hf, target_key)
+        target_shape = target.shape
         if len(target_shape) != 3 or target_shape[0] != num_slices:
             raise ValueError(
-                f"{path}: '{TARGET_KEY}' must be ({num_slices}, h, w) like the k-space slices; "
-                f"got {target_shape}"
+                f"{path}: '{target_key}' must be ({num_slices}, h, w) like the k-space slices; got {target_shape}"
             )
+        if target.dtype.kind != "f":
+            raise ValueError(f"{path}: '{target_key}' must be a float magnitude image (float32), got dtype {target.dtype}")
     has_mask = "mask" in hf and split_has_mask is not False
     if split_has_mask and "mask" not in hf:
         raise ValueError(f"{path}: split_has_mask=True but the file has no 'mask' dataset")
-    if has_mask and hf["mask"].size != width:
-        raise ValueError(f"{path}: 'mask' must have one entry per k-space column ({width}); got {hf['mask'].shape}")
+    if has_mask:
+        mask = _dataset(path, hf, "mask")
+        if mask.size != width:
+            raise ValueError(f"{path}: 'mask' must have one entry per k-space column ({width}); got {mask.shape}")
+        if mask.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: 'mask' must be boolean or numeric (0/1 per column), got dtype {mask.dtype}")
     header = None
     if "ismrmrd_header" in hf:
-        raw = hf["ismrmrd_header"][()]
+        raw = _dataset(path, hf, "ismrmrd_header")[()]
         raw = raw.item() if isinstance(raw, np.ndarray) else raw
+        if not isinstance(raw, (bytes, str)):
+            raise ValueError(f"{path}: 'ismrmrd_header' must hold the XML text (bytes), got {type(raw).__name__}")
         try:
             header = parse_ismrmrd_header(raw)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise ValueError(f"{path}: 'ismrmrd_header': {exc}") from exc
+        encoded = header["encoding_size"][:2]
+        if encoded != (height, width):
+            raise ValueError(f"{path}: 'ismrmrd_header' encoding/encodedSpace/matrixSize (x, y) = {encoded} does not "
+                             f"match the k-space's (H, W) = {(height, width)}")
+        if min(header["recon_size"][:2]) < 1:
+            raise ValueError(f"{path}: 'ismrmrd_header' reconSpace/matrixSize {header['recon_size']} must be positive")
+        if header["padding_left"] is not None and not 0 <= header["padding_left"] < header["padding_right"] <= width:
+            raise ValueError(f"{path}: 'ismrmrd_header' encodingLimits/kspace_encoding_step_1 put the acquired columns "
+                             f"at [{header['padding_left']}, {header['padding_right']}), outside the {width} k-space columns")
     if header is None and target_shape is None:
-        raise ValueError(f"{path}: no 'ismrmrd_header' and no '{TARGET_KEY}' to size the image crop")
+        raise ValueError(f"{path}: no 'ismrmrd_header' and no '{target_key}' to size the image crop")
     attrs = {k: _python_attr(v) for k, v in hf.attrs.items()}
     crop = fastmri_crop_size((height, width), header["recon_size"] if header else None, target_shape)
+    if crop[0] > height:
+        raise ValueError(f"{path}: the crop {crop} (from {'the target' if target_shape else 'the header recon size'}) "
+                         f"is taller than the k-space's {height} rows")
     return {
         "num_slices": num_slices,
         "shape": (height, width),
+        "coils": kspace.shape[1] if multicoil else 0,
+        "multicoil": multicoil,
+        "target_key": target_key,
         "has_target": has_target,
         "has_mask": has_mask,
         "header": header,
