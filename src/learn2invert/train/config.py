@@ -19,12 +19,12 @@ import yaml
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {
-        "name": "natural_patches",  # natural_patches | brain_slices | brain_mix | brain_patches3d | ellipses | image_folder | dicom
+        "name": "natural_patches",  # natural_patches | brain_slices | brain_mix | brain_patches3d | ellipses | image_folder | dicom | fastmri
         "patch_size": 32,  # side of square patches / slices in pixels
         "grey": True,
         "train_length": 1024,  # training samples drawn per epoch
         "val_length": 64,
-        "root": None,  # on-disk data: a folder (image_folder), DICOM file/folder or pydicom:NAME (dicom)
+        "root": None,  # on-disk data: a folder (image_folder), DICOM file/folder or pydicom:NAME (dicom), fastMRI folders with {split} (fastmri)
         "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
         "params": {},  # extra keyword arguments for the dataset
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping

@@ -77,8 +77,55 @@ def build_dataset(config: dict, split: str) -> Dataset:
             raise ConfigError("config key 'data.root' must name a folder for data.name=image_folder")
         return _call(data.ImageFolder, {"root": d["root"], "grey": d["grey"], "patch_size": d["patch_size"],
                                        "seed": seed, **params}, "data.params")
+    if name == "fastmri":
+        return _fastmri_dataset(d, params, split)
     raise ConfigError(f"config key 'data.name': unknown dataset {name!r} "
-                      "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder, dicom)")
+                      "(choose from natural_patches, brain_slices, brain_mix, brain_patches3d, ellipses, image_folder, "
+                      "dicom, fastmri)")
+
+
+FASTMRI_ROOT_KEYS = {"train": "train_root", "val": "val_root", "test": "test_root"}
+
+
+def fastmri_split_root(d: dict, split: str) -> str:
+    """The folder (or file) of fastMRI ``split``: ``data.params.<split>_root`` if given, else
+    ``data.root`` with ``{split}`` replaced by ``train`` / ``val`` / ``test``."""
+    own = d["params"].get(FASTMRI_ROOT_KEYS[split])
+    if own:
+        return str(own)
+    root = d["root"]
+    if not root:
+        raise ConfigError(f"data.name=fastmri needs 'data.root' with a {{split}} placeholder (e.g. "
+                          f"data/fastmri/knee_singlecoil_{{split}}) or 'data.params.{FASTMRI_ROOT_KEYS[split]}'")
+    if "{split}" not in str(root):
+        raise ConfigError(f"config key 'data.root': {root!r} has no {{split}} placeholder; write e.g. "
+                          "data/fastmri/knee_singlecoil_{split}, or give data.params.train_root / val_root / test_root")
+    return str(root).replace("{split}", split)
+
+
+def _fastmri_dataset(d: dict, params: dict, split: str) -> Dataset:
+    """Fully sampled fastMRI files of ``split`` as ground-truth complex images (2, h, w); validation
+    and test keep ``data.val_length`` slices spread evenly over the volumes (all of them when
+    there are fewer); training uses every slice (``data.train_length`` does not apply)."""
+    from pathlib import Path
+
+    from ..data.fastmri import FastMRIImages
+
+    root = fastmri_split_root(d, split)
+    if not Path(root).exists():
+        raise ConfigError(f"data.name=fastmri: the {split} folder {root} does not exist (data.root={d['root']!r}); "
+                          "see configs/fastmri/README.md for the expected layout")
+    params = {k: v for k, v in params.items() if k not in FASTMRI_ROOT_KEYS.values()}
+    if "crop" in params and params["crop"] is not None:
+        params["crop"] = tuple(params["crop"]) if isinstance(params["crop"], list) else params["crop"]
+    max_items = None if split == "train" else d["val_length"]
+    try:
+        return _call(FastMRIImages, {"root_or_files": root, "max_items": max_items,
+                                     "skip_bad_files": d["skip_bad_files"], **params}, "data.params")
+    except ConfigError:
+        raise
+    except ValueError as err:  # a bad file or folder: the message names it
+        raise ValueError(f"data.name=fastmri, {split} split: {err}") from None
 
 
 def empty_validation_message(config: dict, val_set: Dataset) -> str | None:
