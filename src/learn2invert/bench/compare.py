@@ -26,6 +26,7 @@ from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.experiment import Measurement, build_dataset
 from ..train.loop import load_solver
 from ..train.validate import EVAL_SEED, magnitude, score_batch
+from ..operators.likelihood import back_projection
 
 METRICS = ("psnr", "ssim", "nmse")
 TV_ITERATIONS = 200
@@ -141,7 +142,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
             start = time.perf_counter()
             with torch.no_grad():
                 if m == baseline:
-                    est = op.A_adjoint(y)
+                    est = back_projection(op, y)
                 elif m == "fbp":
                     est = op.fbp(y)
                 elif m == "tv":

@@ -1,11 +1,14 @@
 """Forward operators: the physics ``y = A x`` of each inverse problem, with exact adjoints.
 
-Every operator is an ``nn.Module`` with ``A(x)``, ``A_adjoint(y)`` and ``A_adjoint_A(x)``.
+Every linear operator is an ``nn.Module`` with ``A(x)``, ``A_adjoint(y)`` and ``A_adjoint_A(x)``;
+nonlinear ones (phase retrieval, Beer-Lambert CT) have ``A(x)`` and a vector-Jacobian product or
+autograd, and every solver takes its data term from :func:`data_gradient`.
 """
 from . import masks
-from .base import (LinearOperator, adjoint_mismatch, check_finite, check_measurements, check_parameter_dtype,
-                   check_tensor)
-from .likelihood import likelihood_gradient
+from .base import (LinearOperator, NonlinearOperator, adjoint_mismatch, check_finite, check_measurements,
+                   check_parameter_dtype, check_tensor)
+from .likelihood import (LIKELIHOODS, NoGradientError, back_projection, data_gradient, is_linear, likelihood_gradient,
+                         likelihood_of, normal, operator_norm_squared)
 from .noise import add_gaussian_noise, quantize
 from .gradient import FiniteDifference
 from .fft import complex_abs, fft2c, fft3c, fftnc, from_complex, ifft2c, ifft3c, ifftnc, to_complex
@@ -18,3 +21,4 @@ from .inpainting import Inpainting, centered_hole_mask
 from .superres import SuperResolution, downscale_taps
 from .random_projection import RandomProjection
 from .ct import ParallelBeamCT
+from .nonlinear import BeerLambertCT, PhaseRetrieval

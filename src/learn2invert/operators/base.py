@@ -48,6 +48,8 @@ class LinearOperator(nn.Module):
     policy (layout checks, dtypes, empty batches, NaN/Inf propagation) that subclasses follow.
     """
 
+    linear = True
+
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the field's standard name
         raise NotImplementedError(f"{type(self).__name__} must implement A")
 
@@ -57,6 +59,30 @@ class LinearOperator(nn.Module):
     def A_adjoint_A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Normal operator ``A^T A x`` (subclasses override when a cheaper form exists)."""
         return self.A_adjoint(self.A(x))
+
+    def A_vjp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        """Vector-Jacobian product ``J(x)^T v``; the Jacobian of a linear map is the map, so ``A^T v``."""
+        return self.A_adjoint(v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+
+class NonlinearOperator(nn.Module):
+    """A nonlinear forward model ``y = A(x)`` (the mean of the measurements, units of ``y``).
+
+    Subclasses implement :meth:`A`. Solvers take the data-consistency gradient from
+    :func:`~learn2invert.operators.likelihood.data_gradient`: the subclass's ``A_vjp(x, v)``
+    (``J(x)^T v``) when it defines one, else autograd through ``A``. ``likelihood`` names the
+    noise model (``"gaussian"`` or ``"poisson"``) the solvers and the training measurements use,
+    and ``A_dagger(y)`` (optional) gives a first image estimate where no adjoint exists.
+    """
+
+    linear = False
+    likelihood = "gaussian"
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        raise NotImplementedError(f"{type(self).__name__} must implement A")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.A(x)

@@ -10,7 +10,9 @@ and ``s = h[:, C:]`` the memory. Each step t (paper Sec. 2.1, with untied weight
                                                     (:class:`~learn2invert.nn.irim_layers.IRIMLayer`)
 
 with ``grad_t = A^T (y - A eta_t) / (sigma^2 + eps)``, ``eps = softplus(phi)`` trainable (as in
-the RIM; it keeps noise-free problems finite). The first update is an additive coupling
+the RIM; it keeps noise-free problems finite); for nonlinear operators and Poisson noise the
+gradient of the log-likelihood from :func:`~learn2invert.operators.likelihood.data_gradient`
+(the data step stays invertible: it shifts ``s`` by a function of ``eta`` only). The first update is an additive coupling
 conditioned on ``eta``, so the whole step is invertible and the engine in
 :mod:`learn2invert.nn.invertible` trains the model without storing activations; ``y``, the
 operator and ``sigma`` are per-call constants of the data step.
@@ -27,6 +29,7 @@ from torch import nn
 from ..nn.invertible import invertible_sequence, local_backward
 from ..nn.irim_layers import IRIMLayer
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
+from ..operators.likelihood import back_projection, data_gradient
 
 MEMORY_MODES = ("invertible", "autograd")
 # A 10-layer "fanned" pattern of downsampling factors per step (paper Sec. 3.3: 10 invertible
@@ -165,12 +168,9 @@ class IRIM(nn.Module):
 
     def likelihood_gradient(self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator,
                             sigma2: torch.Tensor) -> torch.Tensor:
-        """``A^T (y - A eta) / (sigma^2 + eps)``, shape of ``eta``."""
-        ax = operator.A(eta)
-        if ax.shape != y.shape:
-            raise ValueError(f"{type(self).__name__}: A(x) has shape {tuple(ax.shape)} but y has shape "
-                             f"{tuple(y.shape)}; x0 must have the image shape (B, C, ...) of A_adjoint(y)")
-        return operator.A_adjoint(y - ax) / (sigma2 + self.eps)
+        """``grad_eta log p(y | eta)`` with noise variance ``sigma^2 + eps``, shape of ``eta``: ``A^T (y - A eta) /
+        (sigma^2 + eps)`` for linear operators, see :func:`~learn2invert.operators.likelihood.data_gradient`."""
+        return data_gradient(operator, eta, y, sigma2 + self.eps, owner=type(self).__name__)
 
     def _check(self, x0: torch.Tensor, steps: int) -> None:
         layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
@@ -205,8 +205,10 @@ class IRIM(nn.Module):
 
         Args:
             y: measurements in the layout ``operator`` expects.
-            operator: the forward model (``A`` and ``A_adjoint``).
-            x0: initial estimate ``(B, C, *S)``; default zeros (``init="zeros"``) or ``A^T y``.
+            operator: the forward model (``A`` and its data-consistency gradient, see
+                :func:`~learn2invert.operators.likelihood.data_gradient`).
+            x0: initial estimate ``(B, C, *S)``; default zeros (``init="zeros"``) or ``A^T y``
+                (``A_dagger(y)`` for nonlinear operators). Given ``x0``, ``A_adjoint(y)`` is never computed.
             steps: steps to run, 1..T (default T).
             sigma: noise standard deviation in units of ``y`` (float or ``(B, 1, ..., 1)``).
 
@@ -221,7 +223,7 @@ class IRIM(nn.Module):
         check_parameter_dtype(self, y, "measurements y", "IRIM")
         given = x0 is not None
         if x0 is None:
-            x0 = operator.A_adjoint(y)
+            x0 = back_projection(operator, y)  # its shape also for init="zeros"
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check(x0, steps)

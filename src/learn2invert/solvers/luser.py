@@ -27,6 +27,7 @@ from torch import nn
 from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, sn_conv
 from ..nn.prox_nets import DnCNN
 from ..operators.base import LinearOperator
+from ..operators.likelihood import back_projection, data_gradient
 from .unrolled import INITS, inverse_softplus, load_pretrained_prox
 
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (the paper does not give it)
@@ -120,7 +121,8 @@ class ShallowEquilibriumProx(nn.Module):
 
 
 class _ProxGradientMap(nn.Module):
-    """``f(x, y, A) = prox(x + mu A^T(y - A x))``: DEQ4IP's fixed-point map."""
+    """``f(x, y, A) = prox(x + mu A^T(y - A x))``: DEQ4IP's fixed-point map (the data step from
+    :func:`~learn2invert.operators.likelihood.data_gradient`, so nonlinear operators fit too)."""
 
     def __init__(self, prox: nn.Module, step_init: float, learn_step: bool) -> None:
         super().__init__()
@@ -132,7 +134,7 @@ class _ProxGradientMap(nn.Module):
             self.register_buffer("step_raw", raw)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
-        return self.prox(x + F.softplus(self.step_raw) * operator.A_adjoint(y - operator.A(x)))
+        return self.prox(x + F.softplus(self.step_raw) * data_gradient(operator, x, y, owner="DEQ4IP"))
 
 
 class DEQ4IP(nn.Module):
@@ -177,7 +179,7 @@ class DEQ4IP(nn.Module):
         if not torch.isfinite(y).all():
             raise ValueError("the measurements y contain NaN or Inf")
         if x0 is None:
-            aty = operator.A_adjoint(y)
+            aty = back_projection(operator, y)
             x0 = {"adjoint": aty, "zeros": torch.zeros_like(aty), "measurement": y}[self.init]
         x = self.equilibrium(x0, y, operator)
         self.stats = [self.equilibrium.last_forward_stats]

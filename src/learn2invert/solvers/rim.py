@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..nn.conv_gru import ConvGRUCell, conv_nd
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
+from ..operators.likelihood import back_projection, data_gradient
 
 VARIANTS = ("rim", "gdn", "ffn")
 ARCHITECTURES = ("strided", "mri")
@@ -432,24 +433,15 @@ class RIM(nn.Module):
     def latent_gradient(
         self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor
     ) -> torch.Tensor:
-        """Gradient of ``log p(y | eta) = -||y - A Psi(eta)||^2 / (2 (sigma^2 + eps))`` w.r.t. ``eta``.
+        """Gradient of ``log p(y | eta)`` w.r.t. ``eta``, noise variance ``sigma^2 + eps``.
 
-        Returns ``Psi'(eta) o A^T (y - A Psi(eta)) / (sigma^2 + eps)`` with the shape of ``eta``
-        (paper eq. 15 pulled back through the link by the chain rule). ``sigma2`` is the noise
-        variance, broadcastable to ``eta``.
+        For a linear operator and Gaussian noise ``Psi'(eta) o A^T (y - A Psi(eta)) / (sigma^2 + eps)``
+        (paper eq. 15 pulled back through the link by the chain rule); any other operator or noise
+        model through :func:`~learn2invert.operators.likelihood.data_gradient`. Shape of ``eta``;
+        ``sigma2`` is the noise variance, broadcastable to ``eta``.
         """
-        x = self._link(eta)
-        ax = operator.A(x)
-        if ax.shape != y.shape:
-            # Caught here because y - A x would otherwise broadcast silently.
-            raise ValueError(f"{type(self).__name__}: A(x) has shape {tuple(ax.shape)} but y has shape "
-                             f"{tuple(y.shape)}; x0 must have the image shape (B, C, ...) of A_adjoint(y)")
-        grad_x = operator.A_adjoint(y - ax)
-        if grad_x.shape != eta.shape:
-            raise ValueError(
-                f"A_adjoint returned shape {tuple(grad_x.shape)}, expected the image shape {tuple(eta.shape)}"
-            )
-        return self._link.pullback(eta, grad_x / (sigma2 + self.eps))
+        grad_x = data_gradient(operator, self._link(eta), y, sigma2 + self.eps, owner=type(self).__name__)
+        return self._link.pullback(eta, grad_x)
 
     def _step(
         self, eta: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, *state: torch.Tensor, operator: LinearOperator
@@ -473,10 +465,13 @@ class RIM(nn.Module):
         Args:
             y: measurements, in whatever layout ``operator`` expects (shape errors are raised by
                 the operator), in the dtype of the parameters; NaN or Inf raise a ``ValueError``.
-            operator: the forward model; only ``A`` and ``A_adjoint`` are used.
+            operator: the forward model: ``A`` and the data-consistency gradient of
+                :func:`~learn2invert.operators.likelihood.data_gradient` (``A_adjoint`` for linear
+                operators; ``A_vjp`` or autograd for nonlinear ones).
             x0: initial estimate, shape ``(B, C, *S)``. Default ``operator.A_adjoint(y)`` (the
-                back-projection, or zero-filled reconstruction in MRI); the image shape is taken
-                from it. For the sigmoid link, ``eta_0 = logit(clip(x0, 0.01, 0.99))``.
+                back-projection, or zero-filled reconstruction in MRI; ``A_dagger(y)`` for a
+                nonlinear operator); the image shape is taken from it. Given ``x0``, ``A_adjoint(y)``
+                is never computed. For the sigmoid link, ``eta_0 = logit(clip(x0, 0.01, 0.99))``.
             steps: number of iterations T; default the constructor's. May exceed the training T.
             sigma: noise standard deviation in units of ``y``: a float or a ``(B, 1, ..., 1)``
                 tensor; default the constructor's ``sigma``. Must be > 0.
@@ -491,7 +486,7 @@ class RIM(nn.Module):
         check_parameter_dtype(self, y, "measurements y", "RIM")
         given = x0 is not None
         if x0 is None:
-            x0 = operator.A_adjoint(y)
+            x0 = back_projection(operator, y)  # its shape also for init="zeros"
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check_image(x0)

@@ -5,7 +5,11 @@ K folds of::
     d_k     = x_k + mu_k A^T (y - A x_k)          (gradient step on 0.5 ||y - A x||^2)
     x_{k+1} = prox_k(d_k)                          (learned proximal map)
 
-with trainable step sizes ``mu_k > 0``. The prox is any ``nn.Module`` mapping an image to an
+with trainable step sizes ``mu_k > 0``. The data step is
+:func:`~learn2invert.operators.likelihood.data_gradient` with unit variance, so nonlinear
+operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lipschitz"`` the
+``mu_k`` count in units of ``1 / ||A||^2`` (power iteration, or the norm the operator reports),
+so one config suits CT and unnormalised projections as well as orthonormal MRI. The prox is any ``nn.Module`` mapping an image to an
 image: the ResNet / U-Net / DnCNN baselines (:mod:`learn2invert.nn.prox_nets`), the GLOW latent
 shrinkage of the flow-unfolding paper (:mod:`learn2invert.solvers.flow_prox`) or the shallow
 equilibrium regulariser of LUSER (:mod:`learn2invert.solvers.luser`). Weights are untied
@@ -27,8 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..operators.base import LinearOperator
+from ..operators.likelihood import back_projection, data_gradient, operator_norm_squared
 
 INITS = ("adjoint", "measurement", "zeros", "prox")
+STEP_UNITS = ("absolute", "lipschitz")
 
 
 def inverse_softplus(value: float) -> float:
@@ -55,6 +61,13 @@ class UnrolledProximalGradient(nn.Module):
             which is the flow-unfolding paper's eq. (12) (``x_hat = g_K(z~_K) = d_{K-1}``).
         scalar_lr: learning rate of the scalar parameters in :meth:`parameter_groups`; ``None``
             trains them with the networks' rate.
+        step_units: ``"absolute"`` (default: ``mu_k`` as they are) or ``"lipschitz"``: the step
+            of each call is ``mu_k / ||A||^2`` with ``||A||^2`` from
+            :func:`~learn2invert.operators.likelihood.operator_norm_squared` (the operator's own
+            ``norm_squared()`` or a cached power iteration), and ``init="adjoint"`` starts from
+            ``A^T y / ||A||^2`` (one such step from zero). Then ``step_init = 1`` is a stable
+            gradient step on any operator and an untrained solver starts near the scaled
+            back-projection. Opt-in, so that models trained in absolute units keep their outputs.
 
     Call ``solver(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x_1, ..., x_K]``,
     each of the image shape ``(B, C, *S)``. ``sigma`` is accepted for interface compatibility and
@@ -63,7 +76,7 @@ class UnrolledProximalGradient(nn.Module):
 
     def __init__(self, proxes: nn.Module | Sequence[nn.Module], folds: int = 4, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", last_prox: bool = True,
-                 scalar_lr: float | None = None) -> None:
+                 scalar_lr: float | None = None, step_units: str = "absolute") -> None:
         super().__init__()
         modules = [proxes] if isinstance(proxes, nn.Module) else list(proxes)
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
@@ -74,6 +87,9 @@ class UnrolledProximalGradient(nn.Module):
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if not step_init > 0:
             raise ValueError(f"step_init must be > 0, got {step_init}")
+        if step_units not in STEP_UNITS:
+            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
+        self.step_units = step_units
         self.prox = nn.ModuleList(modules)
         self.folds, self.init, self.last_prox, self.scalar_lr = folds, init, bool(last_prox), scalar_lr
         raw = torch.full((folds,), inverse_softplus(float(step_init)))
@@ -114,9 +130,9 @@ class UnrolledProximalGradient(nn.Module):
         return _summarise([s for prox in self.prox for s in getattr(prox, "stats", [])])
 
     def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
-        aty = operator.A_adjoint(y)
+        aty = back_projection(operator, y)
         if self.init == "adjoint":
-            return aty
+            return aty / self._norm_squared(operator, aty) if self.step_units == "lipschitz" else aty
         if self.init == "measurement":
             if y.shape != aty.shape:
                 raise ValueError(f"init='measurement' needs measurements in image space; y has shape {tuple(y.shape)}, "
@@ -127,6 +143,11 @@ class UnrolledProximalGradient(nn.Module):
         if not hasattr(self.prox[0], "initial_guess"):
             raise ValueError(f"init='prox' needs a prox with initial_guess(); {type(self.prox[0]).__name__} has none")
         return self.prox[0].initial_guess(aty)
+
+    @staticmethod
+    def _norm_squared(operator, x_like: torch.Tensor) -> float:
+        # A zero operator has no scale to adapt to; 1 keeps the step finite.
+        return operator_norm_squared(operator, x_like) or 1.0
 
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -141,9 +162,11 @@ class UnrolledProximalGradient(nn.Module):
                 prox.reset_stats()
         x = self.initial_estimate(y, operator) if x0 is None else x0
         mu = self.steps()
+        if self.step_units == "lipschitz":
+            mu = mu / self._norm_squared(operator, x)
         estimates = []
         for k in range(steps):
-            d = x + mu[k] * operator.A_adjoint(y - operator.A(x))
+            d = x + mu[k] * data_gradient(operator, x, y, owner=type(self).__name__)
             if k == self.folds - 1 and not self.last_prox:
                 x = d
             else:
@@ -205,7 +228,7 @@ def unrolled_solver(channels: int, dims: int = 2, prox: str = "resnet", folds: i
             :func:`load_pretrained_prox`).
         freeze_prox: keep the prox weights fixed and train only the scalars (plug-and-play).
         **kwargs: passed to :class:`UnrolledProximalGradient` (step_init, learn_step, init,
-            last_prox, scalar_lr).
+            last_prox, scalar_lr, step_units).
     """
     cls = _prox_factory(prox)
     params = dict(prox_params or {})

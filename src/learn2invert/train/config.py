@@ -30,9 +30,13 @@ DEFAULTS: dict[str, Any] = {
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
     },
     "operator": {
-        "name": "denoising",  # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct
+        # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct | phase_retrieval |
+        # beer_lambert_ct, or your own class as package.module:Class (built with operator.params)
+        "name": "denoising",
         "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles)
-        "noise_sigma": 0.1,  # float, or [low, high] for a uniform draw per sample (measurement units)
+        # float, or [low, high] for a uniform draw per sample (measurement units); for Poisson operators
+        # (beer_lambert_ct) the gain of one count: 1 / noise_sigma^2 counts where A(x) = 1
+        "noise_sigma": 0.1,
         "quantize": False,  # 8-bit quantisation after the noise (RIM paper, Table 2)
         "mask": "random",  # MRI: random | equispaced | gaussian (inpainting always draws random pixel masks)
         "acceleration": 4.0,  # MRI: float, or [low, high] for a random acceleration per sample

@@ -11,6 +11,7 @@ from .checkpoint import atomic_write_text
 from .experiment import build_dataset
 from .loop import load_solver
 from .validate import EVAL_SEED, magnitude, score_dataset
+from ..operators.likelihood import back_projection
 
 METRICS = ("psnr", "ssim", "nmse")
 
@@ -88,7 +89,7 @@ def _figures(solver, dataset, measurement, result: dict, stem: Path, steps: int 
     x = torch.stack([dataset[i] for i in range(n)])
     y, op, sigma = measurement(x, torch.Generator().manual_seed(EVAL_SEED))
     estimate = solver(y, op, sigma=sigma, steps=steps)[-1]
-    adjoint = op.A_adjoint(y)
+    adjoint = back_projection(op, y)  # A^T y; A_dagger(y) for nonlinear operators
     columns = [("adjoint A^T y", adjoint), ("estimate", estimate), ("truth", x)]
     if y.shape == x.shape:
         columns.insert(0, ("input y", y))

@@ -157,14 +157,18 @@ class Measurement:
         image_shape: ``(C, H, W)`` or ``(C, D, H, W)`` of one ground-truth item.
     """
 
-    OPERATORS = ("denoising", "gaussian_blur", "inpainting", "super_resolution", "random_projection", "mri", "ct")
+    OPERATORS = ("denoising", "gaussian_blur", "inpainting", "super_resolution", "random_projection", "mri", "ct",
+                 "phase_retrieval", "beer_lambert_ct")
 
     def __init__(self, config: dict, image_shape: tuple[int, ...]):
         self.cfg = config["operator"]
         self.image_shape = tuple(image_shape)
         name = self.cfg["name"]
-        if name not in self.OPERATORS:
-            raise ConfigError(f"config key 'operator.name': unknown operator {name!r} (choose from {', '.join(self.OPERATORS)})")
+        # "package.module:Class" names a user's operator class, built from operator.params.
+        self.user_class = user_operator_class(name) if isinstance(name, str) and ":" in name else None
+        if self.user_class is None and name not in self.OPERATORS:
+            raise ConfigError(f"config key 'operator.name': unknown operator {name!r} (choose from {', '.join(self.OPERATORS)}, "
+                              "or name your own class as package.module:Class)")
         if name == "mri" and image_shape[0] != 2:
             raise ConfigError(f"operator.name=mri needs complex images with 2 channels, the data gives shape {image_shape}")
         if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
@@ -176,6 +180,13 @@ class Measurement:
     def _fixed_operator(self, seed: int) -> operators.LinearOperator:
         params = dict(self.cfg["params"])
         key = "operator.params"
+        if self.user_class is not None:
+            # The image shape is passed to classes that ask for it (a parameter named image_shape).
+            if "image_shape" in inspect.signature(self.user_class).parameters and "image_shape" not in params:
+                params["image_shape"] = self.image_shape
+            return _call(self.user_class, params, key)
+        if self.name == "phase_retrieval":
+            return _call(operators.PhaseRetrieval, params, key)
         if self.name == "denoising":
             return _call(operators.Denoising, params, key)
         if self.name == "gaussian_blur":
@@ -206,6 +217,10 @@ class Measurement:
             if self.image_shape[-1] != self.image_shape[-2]:
                 raise ConfigError(f"operator.name=ct needs square images, the data gives shape {self.image_shape}")
             return _call(operators.ParallelBeamCT, {"image_size": self.image_shape[-1], "n_angles": 60, **params}, key)
+        if self.name == "beer_lambert_ct":
+            if self.image_shape[-1] != self.image_shape[-2]:
+                raise ConfigError(f"operator.name=beer_lambert_ct needs square images, the data gives shape {self.image_shape}")
+            return _call(operators.BeerLambertCT, {"image_size": self.image_shape[-1], "n_angles": 60, **params}, key)
         raise AssertionError(self.name)
 
     def _batched_operator(self, batch: int, generator: torch.Generator) -> operators.LinearOperator:
@@ -238,16 +253,44 @@ class Measurement:
         """x: (B, *image_shape) -> (y, operator, sigma) with sigma of shape (B, 1, ..., 1)."""
         batch = x.shape[0]
         op = self.fixed if self.fixed is not None else self._batched_operator(batch, generator)
-        op = op.to(device=x.device, dtype=x.dtype)
+        if isinstance(op, torch.nn.Module):  # a user's operator need not be a module
+            op = op.to(device=x.device, dtype=x.dtype)
         clean = op.A(x)
         sigma = _uniform(self.cfg["noise_sigma"], batch, generator).to(device=x.device, dtype=x.dtype)
-        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
-        y = clean + sigma.reshape(batch, *([1] * (clean.dim() - 1))) * noise
+        per_sample = sigma.reshape(batch, *([1] * (clean.dim() - 1)))
+        if operators.likelihood_of(op) == "poisson":
+            # Counts of gain sigma^2 (1 / sigma^2 photons where A(x) = 1), so the noise has standard
+            # deviation sigma there, as the Gaussian model at the same setting.
+            gain = (per_sample * per_sample).clamp_min(torch.finfo(clean.dtype).tiny)
+            rate = torch.where(per_sample > 0, clean.clamp_min(0) / gain, 0.0).detach().cpu()  # sigma 0: no noise
+            counts = torch.poisson(rate, generator=generator).to(clean.device, clean.dtype)
+            y = torch.where(per_sample > 0, counts * gain, clean)
+        else:
+            noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
+            y = clean + per_sample * noise
         if self.cfg["quantize"]:
             y = operators.quantize(y)
         # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
         # solver needs a positive sigma even for noise-free data.
         return y, op, sigma.reshape(batch, *([1] * (x.dim() - 1))).clamp_min(1e-3)
+
+
+def user_operator_class(name: str) -> type:
+    """The class named by ``operator.name: package.module:Class``; one ConfigError naming it if it cannot be imported."""
+    import importlib
+
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except Exception as err:  # any failure inside the user's module is reported the same way
+        raise ConfigError(f"config key 'operator.name': cannot import the operator class {name!r} "
+                          f"({type(err).__name__}: {err}); the module must be importable (installed or on "
+                          "PYTHONPATH) and define the class") from None
+    if not callable(getattr(cls, "A", None)):
+        raise ConfigError(f"config key 'operator.name': {name!r} has no method A(x); an operator needs A(x), plus "
+                          "A_adjoint(y) if linear or A_vjp(x, v) / autograd if not")
+    return cls
 
 
 # ---------------------------------------------------------------------------------------- solver

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import metrics
 from ..operators.fft import complex_abs
 from .losses import LOSSES
+from ..operators.likelihood import back_projection
 
 EVAL_SEED = 2_024
 
@@ -58,7 +59,7 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
         if loss is not None:
             loss_sum += float(LOSSES[loss](iterates[-1].float(), x)) * x.shape[0]
             count += x.shape[0]
-        adjoint.append(score_batch(op.A_adjoint(y), x, data_range))
+        adjoint.append(score_batch(back_projection(op, y), x, data_range))
         if every_iterate:
             per_iter.append([score_batch(it, x, data_range) for it in iterates])
     solver.train(was_training)
