@@ -16,6 +16,10 @@ class Denoising(LinearOperator):
     tensors of shape ``(B, C, ...)`` with at least 2 dims; complex data goes in as 2 channels.
     """
 
+    def norm_squared(self) -> float:
+        """``||A||^2 = 1`` (the identity)."""
+        return 1.0
+
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         check_tensor(x, "x", _LAYOUT, ndims=tuple(range(2, 9)), owner=type(self).__name__)
         return x

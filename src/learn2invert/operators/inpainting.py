@@ -85,6 +85,10 @@ class Inpainting(LinearOperator):
         # which shows up in sign tests and in bitwise comparisons of measurements.
         return torch.where(self.mask, t, torch.zeros((), dtype=t.dtype, device=t.device))
 
+    def norm_squared(self) -> float:
+        """``||A||^2``: 1 (a 0/1 diagonal), 0 for an empty mask."""
+        return float(bool(self.mask.any()))
+
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """Mask ``x`` of shape ``(B, C, H, W)``; returns ``(B, C, H, W)`` with missing pixels ``+0``."""
         self._check(x, "x")

@@ -47,6 +47,10 @@ class SingleCoilMRI(LinearOperator):
         self.fft_dims = None if fft_dims is None else int(fft_dims)
         self.register_buffer("mask", self._validate_mask(mask))
 
+    def norm_squared(self) -> float:
+        """``||A||^2``: 1 (a unitary FFT then a 0/1 projection), 0 for an empty mask."""
+        return float(bool(self.mask.any()))
+
     @staticmethod
     def _validate_mask(mask) -> torch.Tensor:
         if isinstance(mask, np.ndarray):

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..nn.conv_gru import conv_nd
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
+from ..operators.likelihood import normal
 from .classical import conjugate_gradient
 
 
@@ -101,7 +102,7 @@ class ADMMNet(nn.Module):
         rho, eta = F.softplus(self.rho_raw), F.softplus(self.eta_raw)
         estimates = []
         for k in range(steps):
-            x = conjugate_gradient(lambda v, r=rho[k]: operator.A_adjoint_A(v) + r * v, aty + rho[k] * (z - u),
+            x = conjugate_gradient(lambda v, r=rho[k]: normal(operator, v) + r * v, aty + rho[k] * (z - u),
                                    x0=z, iterations=self.cg_iterations, tolerance=0.0)
             z = self.prox[k](x + u)
             u = u + eta[k] * (x - z)

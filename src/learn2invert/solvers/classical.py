@@ -14,6 +14,7 @@ import torch
 
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_tensor, compute_dtype
 from ..operators.gradient import FiniteDifference
+from ..operators.likelihood import normal
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,7 @@ def normal_operator_norm(operator: LinearOperator, x_like: torch.Tensor, iterati
     value = 0.0
     for _ in range(iterations):
         v = v / torch.linalg.vector_norm(v)
-        w = operator.A_adjoint_A(v)
+        w = normal(operator, v)
         value = float(torch.sum(v * w))
         v = w
     return value
@@ -143,12 +144,12 @@ def tikhonov(
     if regulariser == "gradient":
         grad = FiniteDifference()
 
-        def normal(x: torch.Tensor) -> torch.Tensor:
-            return operator.A_adjoint_A(x) + lam * grad.A_adjoint(grad.A(x))
+        def regularised(x: torch.Tensor) -> torch.Tensor:
+            return normal(operator, x) + lam * grad.A_adjoint(grad.A(x))
     else:
 
-        def normal(x: torch.Tensor) -> torch.Tensor:
-            return operator.A_adjoint_A(x) + lam * x
+        def regularised(x: torch.Tensor) -> torch.Tensor:
+            return normal(operator, x) + lam * x
 
-    x = conjugate_gradient(normal, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
+    x = conjugate_gradient(regularised, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
     return x.to(dtype)

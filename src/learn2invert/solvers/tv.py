@@ -42,6 +42,7 @@ from .. import metrics
 from ..operators.base import LinearOperator, check_finite, check_measurements, compute_dtype
 from ..operators.fft import complex_abs
 from ..operators.gradient import FiniteDifference
+from ..operators.likelihood import normal
 
 __all__ = ["total_variation", "tv_objective", "tv_prox", "tv_reconstruct", "choose_tv_weight"]
 
@@ -110,7 +111,7 @@ def _batched_normal_norm(operator: LinearOperator, x_like: torch.Tensor, iterati
     value = torch.zeros(x_like.shape[0], dtype=x_like.dtype, device=x_like.device)
     for _ in range(iterations):
         v = v / _per_sample(torch.sqrt(_sum_per_sample(v * v)).clamp_min(tiny), v)
-        w = operator.A_adjoint_A(v)
+        w = normal(operator, v)
         if w.shape != v.shape:
             raise ValueError(f"A_adjoint_A returned shape {tuple(w.shape)} for an image of shape {tuple(v.shape)}")
         value = _sum_per_sample(v * w)

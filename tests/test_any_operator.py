@@ -1,0 +1,179 @@
+"""Any operator, sensibly scaled: a user's class from a config, operators with only A and A_adjoint
+in every solver, no A_adjoint(y) when x0 is given, and step sizes in units of 1/||A||^2."""
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from learn2invert import operators
+from learn2invert.nn.prox_nets import ResNetProx
+from learn2invert.solvers.admm import ADMMNet
+from learn2invert.solvers.classical import tikhonov
+from learn2invert.solvers.irim import IRIM
+from learn2invert.solvers.rim import RIM
+from learn2invert.solvers.tv import tv_reconstruct
+from learn2invert.solvers.unrolled import UnrolledProximalGradient
+from learn2invert.train import loop
+from learn2invert.train.config import ConfigError, load_config
+from learn2invert.train.experiment import Measurement
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+USER_MODULE = '''
+import torch
+
+
+class Subsample:
+    """A user's linear operator, not an nn.Module and without A_adjoint_A: keep every k-th column."""
+
+    def __init__(self, every, image_shape):
+        self.every, self.image_shape = every, image_shape
+
+    def A(self, x):
+        return x[..., :: self.every]
+
+    def A_adjoint(self, y):
+        out = y.new_zeros((*y.shape[:-1], self.image_shape[-1]))
+        out[..., :: self.every] = y
+        return out
+'''
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_physics.py").write_text(textwrap.dedent(USER_MODULE))
+    (tmp_path / "broken_physics.py").write_text("import not_a_real_package_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_physics"
+    for name in ("my_physics", "broken_physics"):
+        sys.modules.pop(name, None)
+
+
+def test_a_users_operator_class_trains_from_a_config(user_module, tmp_path):
+    overrides = ("operator.name=my_physics:Subsample", "operator.params={every: 2}", "operator.noise_sigma=0.05",
+                 "data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8",
+                 "train.max_steps=2", "solver.params.steps=2", "solver.params.conv_channels=4",
+                 "solver.params.hidden_channels=4", "solver.params.init=adjoint")
+    config = load_config(SMOKE, overrides)
+    y, op, sigma = Measurement(config, (1, 8, 8))(torch.rand(2, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert type(op).__name__ == "Subsample" and op.image_shape == (1, 8, 8) and y.shape == (2, 1, 8, 4)
+    result = loop.train(SMOKE, tmp_path / "run", overrides=overrides, show_progress=False)
+    assert (Path(result["run_dir"]) / "model.safetensors").is_file()
+
+
+def test_an_operator_class_that_fails_to_import_is_one_clear_error(user_module):
+    for name, what in (("broken_physics:Op", "ModuleNotFoundError"), ("my_physics:Missing", "AttributeError"),
+                       ("no_such_module_abc:Op", "ModuleNotFoundError")):
+        config = load_config(SMOKE, (f"operator.name={name}",))
+        with pytest.raises(ConfigError, match=f"'operator.name': cannot import the operator class '{name}' \\({what}"):
+            Measurement(config, (1, 16, 16))
+    config = load_config(SMOKE, ("operator.name=torch:Tensor",))
+    with pytest.raises(ConfigError, match="has no method A"):
+        Measurement(config, (1, 16, 16))
+
+
+class _Recording:
+    """A linear operator (column subsampling) with only A and A_adjoint that records A_adjoint's inputs."""
+
+    def __init__(self, width=8):
+        self.width, self.adjoint_inputs = width, []
+
+    def A(self, x):
+        return x[..., ::2]
+
+    def A_adjoint(self, y):
+        self.adjoint_inputs.append(y)
+        out = y.new_zeros((*y.shape[:-1], self.width))
+        out[..., ::2] = y
+        return out
+
+
+def test_operators_without_a_normal_operator_work_in_admm_tv_and_tikhonov():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8)
+    op = _Recording()
+    y = op.A(x)
+    assert tikhonov(op, y, 0.1).shape == x.shape
+    assert tv_reconstruct(op, y, 0.01, iterations=5).shape == x.shape
+    assert ADMMNet(channels=1, stages=2, features=4)(y, op)[-1].shape == x.shape
+
+
+def test_rim_and_irim_given_x0_never_back_project_y():
+    torch.manual_seed(0)
+    x = torch.rand(2, 2, 8, 8)
+    op = _Recording()
+    y = op.A(x)
+    x0 = torch.zeros_like(x)
+    RIM(channels=2, steps=2, conv_channels=4, hidden_channels=4, norm="none")(y, op, x0=x0)
+    IRIM(channels=2, steps=2, state_channels=4, hidden_channels=4, downsampling=(1,))(y, op, x0=x0)
+    assert op.adjoint_inputs and not any(v is y for v in op.adjoint_inputs)  # residuals only, never y itself
+    RIM(channels=2, steps=1, conv_channels=4, hidden_channels=4, norm="none")(y, op)
+    assert any(v is y for v in op.adjoint_inputs)  # without x0 the start is A^T y
+
+
+# --------------------------------------------------------------------------------- scaling
+def _problem(name):
+    g = torch.Generator().manual_seed(0)
+    if name == "ct":
+        from learn2invert.data import EllipsesDataset
+
+        x = torch.stack([EllipsesDataset(size=32, length=4, seed=0)[i] for i in range(4)])
+        op = operators.ParallelBeamCT(32, 18)
+        sigma = 0.1
+    else:
+        x = torch.rand((4, 1, 16, 16), generator=g)
+        op = operators.RandomProjection(128, 256, "gaussian", seed=0)  # unnormalised: ||A||^2 ~ 600
+        sigma = 1.0
+    y = op.A(x)
+    return x, op, y + sigma * torch.randn(y.shape, generator=g)
+
+
+def _mse(a, b):
+    return float(torch.mean((a - b) ** 2))
+
+
+def start_quality(name):
+    """MSE of the best-scaled back-projection c A^T y and of untrained unrolled solvers (4 folds)."""
+    x, op, y = _problem(name)
+    aty = op.A_adjoint(y)
+    c = float(torch.sum(aty * x) / torch.sum(aty * aty))  # least-squares scale: the adjoint at its best
+    torch.manual_seed(0)
+    prox = ResNetProx(1, features=4)
+    scaled = UnrolledProximalGradient([prox], folds=4, step_units="lipschitz").eval()
+    absolute = UnrolledProximalGradient([prox], folds=4).eval()
+    with torch.no_grad():
+        return {"adjoint": _mse(c * aty, x), "lipschitz": _mse(scaled(y, op)[-1], x),
+                "absolute": _mse(absolute(y, op)[-1], x)}
+
+
+@pytest.mark.parametrize("name", ["ct", "random_projection"])
+def test_an_untrained_unrolled_solver_starts_near_the_adjoint_with_lipschitz_steps(name):
+    q = start_quality(name)
+    assert q["lipschitz"] < 2 * q["adjoint"], q
+    assert q["absolute"] > 1e3 * q["adjoint"], q  # what step_init = 1 in absolute units gives there
+
+
+def test_normalised_operators_keep_factor_one_and_norms_are_cached():
+    mask = operators.masks.random_mask((8,), 4.0, 0.25, seed=0)
+    mri = operators.SingleCoilMRI(mask)
+    x = torch.randn(2, 2, 8, 8)
+    y = mri.A(x)
+    torch.manual_seed(0)
+    prox = ResNetProx(2, features=4)
+    a = UnrolledProximalGradient([prox], folds=3)(y, mri)
+    b = UnrolledProximalGradient([prox], folds=3, step_units="lipschitz")(y, mri)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    for op in (mri, operators.Denoising(), operators.Inpainting(torch.ones(8, 8, dtype=torch.bool))):
+        assert operators.operator_norm_squared(op, x) == 1.0
+    ct = operators.ParallelBeamCT(16, 10)
+    like = torch.zeros(1, 1, 16, 16)
+    first = operators.operator_norm_squared(ct, like)
+    v = torch.randn(1, 1, 16, 16)
+    for _ in range(200):  # a long power iteration agrees with the cached 30-step estimate
+        v = ct.A_adjoint(ct.A(v / v.norm()))
+    assert abs(first - float(v.norm())) / first < 1e-3
+    assert operators.operator_norm_squared(ct, like) == first
+    with pytest.raises(ValueError, match="step_units"):
+        UnrolledProximalGradient([prox], folds=2, step_units="auto")
