@@ -9,7 +9,10 @@ Three kinds of input:
   a 3D volume or one ``frame`` of a 4D series); a NIfTI estimate is written on the input's own
   voxel grid (axis order and affine), so it overlays on the input in a viewer;
 - **a fastMRI single-coil HDF5 file** for MRI runs: each slice's (undersampled) k-space is
-  reconstructed and the result is written like a fastMRI submission.
+  reconstructed and the result is written like a fastMRI submission. A file with a ``mask``
+  (test split) is reconstructed with that mask; a fully sampled file (train / val split) is first
+  undersampled retrospectively with the run's mask settings (seeded, one mask for the volume,
+  announced in one printed line), so the scores against its target measure the model.
 
 Every mode writes the estimate to ``output`` and a side-by-side figure to
 ``<output stem>_side_by_side.png``. Input files with NaN or infinite values are refused, naming
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import metrics
-from ..data.fastmri import FastMRISingleCoil, center_crop
+from ..data.fastmri import FastMRISingleCoil, center_crop, kspace_to_magnitude
 from ..data.image_folder import read_image
 from ..data.nifti import read_nifti, save_nifti
 from ..operators import SingleCoilMRI
@@ -62,7 +66,7 @@ class Run:
 
 def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path, simulate: bool = False,
                 seed: int = 0, axis: int = 2, device: str = "cpu", frame: int | None = None,
-                sigma: float | None = None) -> dict:
+                sigma: float | None = None, progress: bool = True) -> dict:
     """Reconstruct ``input_path`` with the run in ``run_dir`` and write ``output`` plus a figure.
 
     Args:
@@ -86,10 +90,14 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             told to the solver instead of the run's ``operator.noise_sigma``; with ``simulate``
             it is also the noise that is simulated. Floored at 1e-3 like in training. Default:
             the run's config (the mean of a [low, high] range).
+        progress: a progress bar per slice of a fastMRI volume, and its notices printed (stdout).
 
     Returns:
         ``{"output": path, "side_by_side": path}`` plus, when there is a truth to compare with,
-        ``"metrics": {"adjoint": {"psnr", "ssim"}, "estimate": {"psnr", "ssim"}}``.
+        ``"metrics": {"adjoint": {"psnr", "ssim"}, "estimate": {"psnr", "ssim"}}``. fastMRI
+        files add ``"slices"``, ``"mask_source"`` (``"file"``, ``"retrospective"`` or
+        ``"sampled columns"``) and, for a retrospectively undersampled file, ``"notice"`` (the
+        printed line) and ``"acceleration"``.
 
     Raises:
         ValueError: naming the path for a missing run folder or input, an unsupported file
@@ -123,8 +131,9 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
     run = Run(solver, config, image_shape, next(solver.parameters()).device)
     if kind == "fastmri":
         if simulate:
-            raise ValueError(f"{input_path} is a fastMRI file, already a measurement: drop --simulate")
-        return reconstruct_fastmri(run, input_path, output)
+            raise ValueError(f"{input_path} is a fastMRI file, already a measurement (a fully sampled one is "
+                             "undersampled with the run's mask settings without --simulate): drop --simulate")
+        return reconstruct_fastmri(run, input_path, output, seed=seed, progress=progress)
     if kind == "nifti":
         if not simulate:
             raise ValueError(f"{input_path}: a NIfTI volume is taken as the clean truth; pass --simulate")
@@ -205,34 +214,89 @@ def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, fr
     return {"output": str(output), "side_by_side": str(side), "metrics": scores}
 
 
-def reconstruct_fastmri(run: Run, path: Path, output: Path) -> dict:
+def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progress: bool = True) -> dict:
     """Reconstruct every slice of a fastMRI single-coil file; write ``reconstruction`` (slices, h, w).
 
-    The mask is the file's ``mask`` when it has one, else the k-space columns that hold data.
-    Images are reconstructed at the k-space's full size (the RIM is convolutional), then centre
-    cropped to the recon size and reduced to magnitudes, as fastMRI's targets are. The k-space is
-    scaled so the zero-filled volume peaks at 1 (the training images' range) and the estimate is
-    scaled back, so ``reconstruction`` is in the file's units.
+    The measurement: the file's k-space under
+
+    - the file's ``mask`` when it has one (test split): no truth, no scores;
+    - a retrospective mask when the file is fully sampled (every column of the acquired range the
+      header's ``encodingLimits`` give, or of all columns, holds data): drawn from the run's
+      ``operator`` settings (mask type, acceleration, centre fraction) with ``seed``, one mask
+      for the whole volume as fastMRI's validation masks, no extra noise (the data carry their
+      own); a one-line notice says so (printed with ``progress``). Scored against the file's
+      target (``reconstruction_esc``), else the fully sampled image;
+    - otherwise (undersampled k-space without a ``mask`` dataset) the columns that hold data;
+      scored against the target when the file has one.
+
+    Images are reconstructed at the k-space's full size (the solvers are convolutional), then
+    centre cropped to the recon size and reduced to magnitudes, as fastMRI's targets are. The
+    k-space is scaled so the zero-filled volume peaks at 1 (the training images' range) and the
+    estimate is scaled back, so ``reconstruction`` is in the file's units. Nothing is written
+    when the file fails its checks.
     """
     if run.operator != "mri":
         raise ValueError(f"{path} is fastMRI k-space, but the run's operator is {run.operator!r}, not 'mri'")
     items = list(FastMRISingleCoil(path))
     check_finite(torch.cat([item["kspace"].reshape(-1) for item in items]), f"input file {path}")
-    zero_filled, estimate = _reconstruct_kspace_volume(run, items, path)
+    measured, info = fastmri_measurements(run, items, path, seed)
+    if info.get("notice") and progress:
+        tqdm.write(info["notice"])
+    zero_filled, estimate = _reconstruct_kspace_volume(run, items, measured, path, progress)
     _save_fastmri(output, estimate)
     middle = len(items) // 2
     panels = [("zero-filled", zero_filled[middle][None]), ("estimate", estimate[middle][None])]
     peak = float(estimate[middle].max())
-    result = {"output": str(output), "side_by_side": "", "slices": len(items)}
+    result = {"output": str(output), "side_by_side": "", "slices": len(items), **info}
+    truth = None
     if all("target" in item for item in items):
-        target = torch.cat([item["target"] for item in items])  # (slices, h, w)
-        panels.append(("target", target[middle][None]))
-        peak = float(target[middle].max())
+        truth = torch.cat([item["target"] for item in items])  # (slices, h, w)
+    elif info["mask_source"] == "retrospective":  # the fully sampled k-space is the truth
+        truth = torch.cat([kspace_to_magnitude(item["kspace"], item["crop_size"]) for item in items])
+    if truth is not None and info["mask_source"] != "file":
+        # Scores only where the reconstruction had something to recover and a truth to meet.
+        panels.append(("target", truth[middle][None]))
+        peak = float(truth[middle].max())
         # fastMRI's volume metrics: the peak is the target volume's max.
-        result["metrics"] = {name: _scores(img[None, None], target[None, None], None)
+        result["metrics"] = {name: _scores(img[None, None], truth[None, None], None)
                              for name, img in (("adjoint", zero_filled), ("estimate", estimate))}
     result["side_by_side"] = str(_side_by_side(output, panels, peak))
     return result
+
+
+def _sampled_columns(items: list[dict]) -> torch.Tensor:
+    """``(W,)`` bool: the k-space columns holding any nonzero value in any slice."""
+    return torch.stack([(item["kspace"] != 0).any(dim=0).any(dim=0) for item in items]).any(dim=0)
+
+
+def fastmri_measurements(run: Run, items: list[dict], path: Path,
+                         seed: int = 0) -> tuple[list[tuple[torch.Tensor, SingleCoilMRI]], dict]:
+    """The measurement of each slice of a fastMRI file: ``[(y (1, 2, H, W), operator)]`` and
+    ``{"mask_source", "notice", "acceleration"}`` (see :func:`reconstruct_fastmri` for the rules)."""
+    width = items[0]["kspace"].shape[-1]
+    if all("mask" in item for item in items):
+        return [_masked_kspace(item, item["mask"]) for item in items], {"mask_source": "file"}
+    sampled = _sampled_columns(items)
+    acquired = torch.ones(width, dtype=torch.bool)
+    header = FastMRISingleCoil(path).metadata[0]["header"]
+    if header is not None and header["padding_left"] is not None:
+        acquired = torch.zeros(width, dtype=torch.bool)
+        acquired[header["padding_left"] : header["padding_right"]] = True
+    if not bool(sampled[acquired].all()):
+        mask = sampled.reshape(1, 1, width)
+        return [_masked_kspace(item, mask) for item in items], {"mask_source": "sampled columns"}
+    # Fully sampled: undersample with the run's mask settings, one mask for the volume.
+    height = items[0]["kspace"].shape[-2]
+    operator = Measurement(run.config, (2, height, width))._batched_operator(1, torch.Generator().manual_seed(seed))
+    mask = operator.mask[0, :, :1].to(torch.float32)  # (1, 1, W)
+    kept = float(mask[..., acquired].mean())
+    acceleration = 1.0 / kept if kept > 0 else math.inf
+    op_cfg = run.config["operator"]
+    notice = (f"{path.name} is fully sampled: undersampling it with the run's {op_cfg['mask']} mask "
+              f"(acceleration {acceleration:.1f}x of the acquired columns, centre fraction {op_cfg['center_fraction']}, "
+              f"seed {seed}), as in training; scores compare with its fully sampled target")
+    return ([_masked_kspace(item, mask) for item in items],
+            {"mask_source": "retrospective", "notice": notice, "acceleration": acceleration})
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -318,30 +382,27 @@ def _scores(estimate: torch.Tensor, truth: torch.Tensor, data_range: float | Non
             "ssim": float("nan") if too_small else metrics.ssim(estimate, truth, data_range)}
 
 
-def _reconstruct_kspace_volume(run: Run, items: list[dict], path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """fastMRI slice items -> (zero-filled, estimate) magnitudes ``(slices, h, w)``, cropped."""
-    measured = [_masked_kspace(item) for item in items]  # [(y (1, 2, H, W), operator)]
+def _reconstruct_kspace_volume(run: Run, items: list[dict], measured: list[tuple[torch.Tensor, SingleCoilMRI]],
+                               path: Path, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """fastMRI slice items and their measurements -> (zero-filled, estimate) magnitudes
+    ``(slices, h, w)``, cropped; a progress bar per slice with ``progress``."""
     adjoints = [op.A_adjoint(y) for y, op in measured]
     scale = max(float(complex_abs(z).max()) for z in adjoints)
     if scale <= 0:
         raise ValueError(f"{path}: the k-space is all zeros")
     sigma = _config_sigma(run.config)
-    estimates = [_solve(run, y / scale, op, sigma) * scale for y, op in measured]
+    bar = tqdm(measured, desc=f"reconstructing {path.name}", unit="slice", disable=not progress)
+    estimates = [_solve(run, y / scale, op, sigma) * scale for y, op in bar]
     crops = [item["crop_size"] for item in items]
     zero_filled = torch.cat([_crop_magnitude(z, crop) for z, crop in zip(adjoints, crops)])[:, 0]
     estimate = torch.cat([_crop_magnitude(e, crop) for e, crop in zip(estimates, crops)])[:, 0]
     return zero_filled, estimate
 
 
-def _masked_kspace(item: dict) -> tuple[torch.Tensor, SingleCoilMRI]:
-    """A fastMRI item -> (measured k-space ``(1, 2, H, W)`` with +0 off the mask, its operator).
-
-    The mask is the file's ``(1, 1, W)`` mask when present, else the columns holding any data.
-    """
+def _masked_kspace(item: dict, mask: torch.Tensor) -> tuple[torch.Tensor, SingleCoilMRI]:
+    """A fastMRI item and a ``(1, 1, W)`` column mask -> (measured k-space ``(1, 2, H, W)`` with +0
+    off the mask, its operator)."""
     kspace = item["kspace"][None]
-    mask = item.get("mask")
-    if mask is None:
-        mask = (kspace != 0).any(dim=2, keepdim=True).any(dim=1, keepdim=True)[0]  # (1, 1, W)
     operator = SingleCoilMRI(mask)
     return torch.where(operator.mask, kspace, torch.zeros_like(kspace)), operator
 
@@ -416,4 +477,4 @@ def _side_by_side(output: Path, panels: list[tuple[str, torch.Tensor]], peak: fl
 
 
 __all__ = ["reconstruct", "reconstruct_measured_image", "simulate_image", "simulate_volume", "reconstruct_fastmri",
-           "side_by_side_path"]
+           "fastmri_measurements", "side_by_side_path"]
