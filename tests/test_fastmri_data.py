@@ -194,5 +194,19 @@ def test_cross_check_against_the_fastmri_package(tmp_path):
 
         mine_zf = kspace_to_magnitude(measured[i]["kspace"] * mask, RECON)[0]
         worst["zero_filled"] = max(worst["zero_filled"], float((mine_zf - theirs_zf).abs().max() / theirs_zf.max()))
+    # Multi-coil: fastmri's rss of the coil images is the stored target; test files: the same mask.
+    multi = tmp_path / "multicoil_val"
+    write_synthetic_fastmri(multi / "file2.h5", coils=4, slices=1, kspace_shape=(H, W), recon_size=RECON, seed=6)
+    kspace, _, target, _, _, _ = SliceDataset(multi, challenge="multicoil", use_dataset_cache=False,
+                                              dataset_cache_file=tmp_path / "unused_cache.pkl")[0]
+    coil_images = T.complex_center_crop(fastmri.ifft2c(T.to_tensor(kspace)), RECON)
+    rss = fastmri.rss(fastmri.complex_abs(coil_images), dim=0)
+    worst["rss_target"] = float((rss - torch.from_numpy(target)).abs().max() / target.max())
+    test = tmp_path / "singlecoil_test"
+    write_synthetic_fastmri(test / "file3.h5", split="test", slices=1, kspace_shape=(H, W), recon_size=RECON, seed=7)
+    _, their_mask, target, attrs, _, _ = SliceDataset(test, challenge="singlecoil", use_dataset_cache=False,
+                                                      dataset_cache_file=tmp_path / "unused_cache.pkl")[0]
+    assert target is None and attrs["acceleration"] == 4
+    np.testing.assert_array_equal(FastMRISingleCoil(test)[0]["mask"].reshape(-1).numpy() > 0, their_mask)
     print(f"fastmri cross-check, max relative errors: {worst}")
     assert all(v < 1e-5 for v in worst.values()), worst
