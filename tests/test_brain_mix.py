@@ -69,6 +69,26 @@ def test_each_augmentation_changes_the_image_and_can_be_switched_off():
         augment_magnitude(image, (64, 64), torch.Generator(), scale_range=(0, 1))
 
 
+def test_photograph_items_mix_in_at_their_rate(monkeypatch):
+    plain = BrainSliceMix(size=32, length=40, seed=1)
+    assert all(torch.equal(plain[i], BrainSliceMix(size=32, length=40, seed=1, natural=0.0)[i]) for i in range(3))
+    photos = BrainSliceMix(size=32, length=8, seed=1, natural=1.0)
+    items = [photos[i] for i in range(8)]
+    assert all(p.shape == (2, 32, 32) and torch.isfinite(p).all() for p in items)
+    assert all(torch.equal(a, photos[i]) for i, a in enumerate(items))  # reproducible
+    # A photograph crop has content across the whole field of view; brain slices have background.
+    assert min(float((p.norm(dim=0) > 0.01).float().mean()) for p in items) > 0.6
+    mixed = BrainSliceMix(size=32, length=200, seed=1, natural=0.3)
+    calls = []
+    original = BrainSliceMix._photograph
+    monkeypatch.setattr(BrainSliceMix, "_photograph", lambda self, *a: calls.append(1) or original(self, *a))
+    for i in range(200):
+        mixed[i]
+    assert 40 <= len(calls) <= 80
+    with pytest.raises(ValueError, match="natural must be"):
+        BrainSliceMix(size=16, natural=1.5)
+
+
 def test_fastmri_centre_fraction_follows_the_acceleration():
     def mask(acceleration, centre):
         config = load_config(None, ["operator.name=mri", f"operator.acceleration={acceleration}",

@@ -10,7 +10,12 @@ coronal and sagittal slices and then changes, all from a generator seeded by
   flip, translation and a smooth elastic deformation, applied as one resampling;
 - contrast: a gamma curve and a smooth multiplicative bias field (the receive-coil shading of
   real scans);
-- phase: the random smooth phase of :func:`~.brain.smooth_phase`, as in :class:`BrainSlices`.
+- phase: the random smooth phase of :func:`~.brain.smooth_phase`, as in :class:`BrainSlices`;
+- content (optional, ``natural``): a share of items are crops of the embedded *training*
+  photographs (:data:`~.natural.TRAIN_IMAGES`) instead of brain slices. An averaged template
+  brain is smooth and sits on a black background; real scans have sharp edges, texture and tissue
+  up to the border of the field of view, and a model that only ever saw the template leaves
+  their aliasing in place.
 
 Held-out data stays held out. The validation and test sets are axial slabs (see
 :mod:`.brain`); coronal and sagittal slices cut through every axial level, so before they are
@@ -31,6 +36,7 @@ from torch.utils.data import Dataset
 
 from .brain import (SPLIT_GUARD, _apply_phase, _item_generator, _split_segments, load_mni152,
                     smooth_phase, split_slice_indices)
+from .natural import TRAIN_IMAGES, available_images, load_image
 from .nifti import foreground_fraction, slice_stack
 
 __all__ = ["BrainSliceMix", "training_slice_pool", "augment_magnitude"]
@@ -159,13 +165,18 @@ class BrainSliceMix(Dataset):
         phase: add the random smooth phase (``False``: zero imaginary channel).
         phase_order, max_phase: as in :class:`BrainSlices`.
         min_foreground: tissue fraction a pool slice needs.
+        natural: probability that an item is a training photograph instead of a brain slice
+            (0 keeps the draws of every brain item exactly as without it).
+        natural_scale_range: ``[low, high]`` output pixels per photograph pixel, log-uniform
+            (0.25: a 64-pixel item shows 256 photograph pixels).
         **augment: keyword arguments of :func:`augment_magnitude` (``scale``, ``scale_range``,
             ``rotation``, ``shift``, ``elastic``, ``flip``, ``gamma_range``, ``bias``).
     """
 
     def __init__(self, size: int | Sequence[int] = 64, length: int = 1024, seed: int = 0,
                  orientations: dict[str, float] | None = None, phase: bool = True, phase_order: int = 3,
-                 max_phase: float = math.pi, min_foreground: float = 0.05, **augment) -> None:
+                 max_phase: float = math.pi, min_foreground: float = 0.05, natural: float = 0.0,
+                 natural_scale_range: Sequence[float] = (0.25, 1.0), **augment) -> None:
         self.size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
@@ -182,6 +193,13 @@ class BrainSliceMix(Dataset):
         self.cumulative = np.cumsum([weights[o] / total for o in self.pools])
         self.length, self.seed, self.phase = int(length), int(seed), bool(phase)
         self.phase_order, self.max_phase, self.augment = phase_order, max_phase, augment
+        if not 0.0 <= float(natural) <= 1.0:
+            raise ValueError(f"natural must be a probability in [0, 1], got {natural}")
+        low, high = (float(v) for v in natural_scale_range)
+        if not 0 < low <= high:
+            raise ValueError(f"natural_scale_range must be [low, high] with 0 < low <= high, got {natural_scale_range}")
+        self.natural, self.natural_scale_range = float(natural), (low, high)
+        self.photos = tuple(n for n in TRAIN_IMAGES if n in available_images()) if self.natural > 0 else ()
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -197,10 +215,28 @@ class BrainSliceMix(Dataset):
         index %= self.length
         gen = _item_generator(self.seed, "train", index, self.epoch + 1)
         u = torch.rand(2, generator=gen, dtype=torch.float64).tolist()
-        pool = list(self.pools.values())[min(int(np.searchsorted(self.cumulative, u[0], side="right")), len(self.pools) - 1)]
-        image = torch.from_numpy(pool[int(u[1] * len(pool))])
-        magnitude = augment_magnitude(image, self.size, gen, **self.augment)
+        # The photograph draw comes after the brain draws and only when enabled, so natural=0
+        # reproduces the items of runs made before the option existed.
+        if self.natural > 0 and torch.rand(1, generator=gen, dtype=torch.float64).item() < self.natural:
+            magnitude = self._photograph(u[1], gen)
+        else:
+            pool = list(self.pools.values())[min(int(np.searchsorted(self.cumulative, u[0], side="right")),
+                                                 len(self.pools) - 1)]
+            image = torch.from_numpy(pool[int(u[1] * len(pool))])
+            magnitude = augment_magnitude(image, self.size, gen, **self.augment)
         phase = None
         if self.phase:
             phase = smooth_phase(self.size, gen, order=self.phase_order, max_amplitude=self.max_phase)
         return _apply_phase(magnitude, phase)
+
+    def _photograph(self, choice: float, gen: torch.Generator) -> torch.Tensor:
+        """A ``(1, H, W)`` magnitude: a random crop of a training photograph, augmented like a slice."""
+        photo = load_image(self.photos[min(int(choice * len(self.photos)), len(self.photos) - 1)], grey=True)[0]
+        low, high = self.natural_scale_range
+        u = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
+        s = math.exp(math.log(low) + u[0] * (math.log(high) - math.log(low)))
+        # Crop 1.5x the region the item shows, so rotation and shift stay inside the photograph.
+        side = [min(n, math.ceil(1.5 * out / s)) for n, out in zip(photo.shape, self.size)]
+        top, left = (int(v * (n - c + 1)) for v, n, c in zip(u[1:], photo.shape, side))
+        crop = photo[top:top + side[0], left:left + side[1]]
+        return augment_magnitude(crop, self.size, gen, **{**self.augment, "scale": s, "scale_range": (1.0, 1.0)})
