@@ -34,16 +34,66 @@ def score_batch(estimate: torch.Tensor, target: torch.Tensor, data_range: float 
     }
 
 
+class VolumeScores:
+    """fastMRI's volume-wise metrics of slices that arrive in volume order, one volume held at a time.
+
+    For each volume (a run of consecutive slices with the same id): PSNR with the volume's peak
+    (the max of its target slices), SSIM per slice with that same peak, averaged over the slices,
+    and NMSE over the whole volume (``fastmri.evaluate``); ``data_range`` replaces the peak when
+    given. Feed ``(B, C, H, W)`` magnitude batches with :meth:`add`, then :meth:`result`.
+    """
+
+    def __init__(self, volume_ids, data_range: float | None = None) -> None:
+        self.volume_ids, self.data_range = list(volume_ids), data_range
+        self.position, self.current = 0, None
+        self.slices: dict[str, list[torch.Tensor]] = {"last": [], "adjoint": [], "target": []}
+        self.scores = {k: {"psnr": [], "ssim": [], "nmse": []} for k in ("last", "adjoint")}
+        self.ids: list = []
+
+    def add(self, estimate: torch.Tensor, adjoint: torch.Tensor, target: torch.Tensor) -> None:
+        """Magnitudes ``(B, C, H, W)`` of the next ``B`` slices of the dataset."""
+        for k in range(target.shape[0]):
+            volume = self.volume_ids[self.position]
+            self.position += 1
+            if volume != self.current:
+                self._flush()
+                self.current = volume
+            for name, batch in (("last", estimate), ("adjoint", adjoint), ("target", target)):
+                self.slices[name].append(batch[k].float().cpu())
+
+    def _flush(self) -> None:
+        if not self.slices["target"]:
+            return
+        target = torch.stack(self.slices["target"]).movedim(0, 1)[None]  # (1, C, slices, H, W)
+        peak = self.data_range if self.data_range is not None else float(target.max())
+        for name in ("last", "adjoint"):
+            volume = torch.stack(self.slices[name]).movedim(0, 1)[None]
+            self.scores[name]["psnr"].append(float(metrics.psnr(volume, target, data_range=peak)))
+            self.scores[name]["ssim"].append(float(metrics.ssim(volume, target, data_range=peak)))
+            self.scores[name]["nmse"].append(float(metrics.nmse(volume, target)))
+        self.ids.append(self.current)
+        self.slices = {"last": [], "adjoint": [], "target": []}
+
+    def result(self) -> dict:
+        """``{"last": {metric: (V,) tensor}, "adjoint": {...}, "ids": [volume ids]}``."""
+        self._flush()
+        out = {name: {k: torch.tensor(v, dtype=torch.float64) for k, v in block.items()}
+               for name, block in self.scores.items()}
+        return {**out, "ids": list(self.ids)}
+
+
 @torch.no_grad()
 def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, batch_size: int = 16,
                   steps: int | None = None, every_iterate: bool = False, seed: int = EVAL_SEED,
-                  data_range: float | None = None, loss: str | None = None) -> dict:
+                  data_range: float | None = None, loss: str | None = None, volume_ids=None) -> dict:
     """Run the solver over a dataset.
 
     Returns ``{"last": {metric: (N,) tensor}, "iterates": {metric: (T, N) tensor} (if every_iterate),
     "adjoint": {metric: (N,)}}`` where ``adjoint`` scores ``A^T y`` as a reference point. With
     ``loss`` (a training loss name), ``"loss"`` holds that loss of the last iterate, averaged over
-    the samples (a float).
+    the samples (a float). With ``volume_ids`` (one id per item, the slices of a volume
+    consecutive, e.g. :attr:`~learn2invert.data.FastMRIImages.volume_ids`), ``"volumes"`` holds
+    fastMRI's volume-wise metrics (:class:`VolumeScores`).
     """
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -51,6 +101,7 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     solver.eval()
     last, adjoint, per_iter = [], [], []
     loss_sum, count = 0.0, 0
+    volumes = VolumeScores(volume_ids, data_range) if volume_ids is not None else None
     for x in loader:
         x = x.to(device)
         y, op, sigma = measurement(x, generator)
@@ -59,7 +110,10 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
         if loss is not None:
             loss_sum += float(LOSSES[loss](iterates[-1].float(), x)) * x.shape[0]
             count += x.shape[0]
-        adjoint.append(score_batch(back_projection(op, y), x, data_range))
+        x_adjoint = back_projection(op, y)
+        adjoint.append(score_batch(x_adjoint, x, data_range))
+        if volumes is not None:
+            volumes.add(magnitude(iterates[-1].detach()), magnitude(x_adjoint), magnitude(x))
         if every_iterate:
             per_iter.append([score_batch(it, x, data_range) for it in iterates])
     solver.train(was_training)
@@ -70,6 +124,8 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     }
     if loss is not None:
         out["loss"] = loss_sum / max(1, count)
+    if volumes is not None:
+        out["volumes"] = volumes.result()
     if every_iterate:
         n_steps = len(per_iter[0])
         out["iterates"] = {k: torch.stack([torch.cat([b[t][k] for b in per_iter]) for t in range(n_steps)]) for k in keys}
