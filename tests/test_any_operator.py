@@ -12,6 +12,7 @@ from learn2invert.nn.prox_nets import ResNetProx
 from learn2invert.solvers.admm import ADMMNet
 from learn2invert.solvers.classical import tikhonov
 from learn2invert.solvers.irim import IRIM
+from learn2invert.solvers.luser import DEQ4IP
 from learn2invert.solvers.rim import RIM
 from learn2invert.solvers.tv import tv_reconstruct
 from learn2invert.solvers.unrolled import UnrolledProximalGradient
@@ -135,7 +136,8 @@ def _mse(a, b):
 
 
 def start_quality(name):
-    """MSE of the best-scaled back-projection c A^T y and of untrained unrolled solvers (4 folds)."""
+    """MSE of the best-scaled back-projection c A^T y and of untrained unrolled (4 folds), DEQ4IP
+    and i-RIM solvers, with steps in absolute units and in units of 1/||A||^2."""
     x, op, y = _problem(name)
     aty = op.A_adjoint(y)
     c = float(torch.sum(aty * x) / torch.sum(aty * aty))  # least-squares scale: the adjoint at its best
@@ -144,14 +146,20 @@ def start_quality(name):
     scaled = UnrolledProximalGradient([prox], folds=4, step_units="lipschitz").eval()
     absolute = UnrolledProximalGradient([prox], folds=4).eval()
     with torch.no_grad():
-        return {"adjoint": _mse(c * aty, x), "lipschitz": _mse(scaled(y, op)[-1], x),
-                "absolute": _mse(absolute(y, op)[-1], x)}
+        q = {"adjoint": _mse(c * aty, x), "lipschitz": _mse(scaled(y, op)[-1], x),
+             "absolute": _mse(absolute(y, op)[-1], x)}
+        torch.manual_seed(0)
+        q["deq4ip_lipschitz"] = _mse(DEQ4IP(1, depth=4, features=8, step_units="lipschitz").eval()(y, op)[-1], x)
+        irim = IRIM(channels=1, steps=2, state_channels=4, hidden_channels=4, downsampling=(1, 2), init="scaled_adjoint")
+        q["irim_scaled_adjoint"] = _mse(irim(y, op)[-1], x)
+    return q
 
 
 @pytest.mark.parametrize("name", ["ct", "random_projection"])
-def test_an_untrained_unrolled_solver_starts_near_the_adjoint_with_lipschitz_steps(name):
+def test_untrained_solvers_start_near_the_adjoint_with_lipschitz_steps(name):
     q = start_quality(name)
-    assert q["lipschitz"] < 2 * q["adjoint"], q
+    for key in ("lipschitz", "deq4ip_lipschitz", "irim_scaled_adjoint"):
+        assert q[key] < 2 * q["adjoint"], (key, q)
     assert q["absolute"] > 1e3 * q["adjoint"], q  # what step_init = 1 in absolute units gives there
 
 
@@ -165,6 +173,17 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     a = UnrolledProximalGradient([prox], folds=3)(y, mri)
     b = UnrolledProximalGradient([prox], folds=3, step_units="lipschitz")(y, mri)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+    torch.manual_seed(0)
+    deq = DEQ4IP(2, depth=3, features=4).eval()
+    deq_lipschitz = DEQ4IP(2, depth=3, features=4, step_units="lipschitz").eval()
+    deq_lipschitz.load_state_dict(deq.state_dict())
+    with torch.no_grad():
+        assert torch.equal(deq(y, mri)[-1], deq_lipschitz(y, mri)[-1])
+    irim = IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,), init="adjoint")
+    scaled = IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,), init="scaled_adjoint")
+    scaled.load_state_dict(irim.state_dict())
+    with torch.no_grad():
+        assert torch.equal(irim(y, mri)[-1], scaled(y, mri)[-1])
     for op in (mri, operators.Denoising(), operators.Inpainting(torch.ones(8, 8, dtype=torch.bool))):
         assert operators.operator_norm_squared(op, x) == 1.0
     ct = operators.ParallelBeamCT(16, 10)

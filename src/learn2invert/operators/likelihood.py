@@ -150,11 +150,21 @@ def likelihood_gradient(operator, x: torch.Tensor, y: torch.Tensor, sigma: float
     return data_gradient(operator, x, y, sigma_t**2)
 
 
-def back_projection(operator, y: torch.Tensor) -> torch.Tensor:
+def back_projection(operator, y: torch.Tensor, scaled: bool = False) -> torch.Tensor:
     """A first image estimate from ``y``: ``A_adjoint(y)`` for linear operators, the operator's
-    ``A_dagger(y)`` (deepinv's name for its inverse or initial guess) for nonlinear ones."""
+    ``A_dagger(y)`` (deepinv's name for its inverse or initial guess) for nonlinear ones.
+
+    ``scaled=True`` divides the adjoint by ``||A||^2`` (:func:`operator_norm_squared`): one
+    gradient step of step ``1 / ||A||^2`` from zero, in the units of ``x`` whatever the scale of
+    ``A`` (``A^T y`` of CT or of an unnormalised projection is hundreds of times too large).
+    ``A_dagger`` is an image estimate already and is never rescaled.
+    """
     if is_linear(operator):
-        return operator.A_adjoint(y)
+        aty = operator.A_adjoint(y)
+        if scaled:
+            # A zero operator has no scale to adapt to; 1 keeps the start finite.
+            aty = aty / (operator_norm_squared(operator, aty) or 1.0)
+        return aty
     dagger = getattr(operator, "A_dagger", None)
     if not callable(dagger):
         raise NoGradientError(f"{type(operator).__name__} is nonlinear and has no A_dagger(y) to start from; "

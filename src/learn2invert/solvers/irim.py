@@ -100,7 +100,9 @@ class IRIM(nn.Module):
         sigma: default noise standard deviation in units of ``y`` (used when the call gives none).
         eps_init: initial ``eps = softplus(phi)`` added to ``sigma^2``.
         init: initial estimate ``eta_0``: ``"zeros"`` (the paper: machine state initialised with
-            zeros) or ``"adjoint"`` (``A^T y``).
+            zeros), ``"adjoint"`` (``A^T y``) or ``"scaled_adjoint"`` (``A^T y / ||A||^2``, in the
+            units of ``x`` on any operator, e.g. CT). Nonlinear operators start from ``A_dagger(y)``
+            for both adjoint choices.
         identity_init: start every invertible layer as the identity (see ``IRIMLayer(zero_init)``),
             so an untrained i-RIM returns its initial estimate; with ``init="adjoint"`` training
             starts from the zero-filled image. Not in the paper; default True.
@@ -136,8 +138,8 @@ class IRIM(nn.Module):
                              f"got {state_channels}")
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {MEMORY_MODES} for the i-RIM, got {memory!r}")
-        if init not in ("zeros", "adjoint"):
-            raise ValueError(f"init must be 'zeros' or 'adjoint', got {init!r}")
+        if init not in ("zeros", "adjoint", "scaled_adjoint"):
+            raise ValueError(f"init must be 'zeros', 'adjoint' or 'scaled_adjoint', got {init!r}")
         downsampling = tuple(int(d) for d in downsampling)
         if not downsampling or min(downsampling) < 1:
             raise ValueError(f"downsampling must list factors >= 1, got {downsampling}")
@@ -223,7 +225,7 @@ class IRIM(nn.Module):
         check_parameter_dtype(self, y, "measurements y", "IRIM")
         given = x0 is not None
         if x0 is None:
-            x0 = back_projection(operator, y)  # its shape also for init="zeros"
+            x0 = back_projection(operator, y, scaled=self.init == "scaled_adjoint")  # its shape also for init="zeros"
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check(x0, steps)

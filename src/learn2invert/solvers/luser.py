@@ -27,8 +27,8 @@ from torch import nn
 from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, sn_conv
 from ..nn.prox_nets import DnCNN
 from ..operators.base import LinearOperator
-from ..operators.likelihood import back_projection, data_gradient
-from .unrolled import INITS, inverse_softplus, load_pretrained_prox
+from ..operators.likelihood import back_projection, data_gradient, operator_norm_squared
+from .unrolled import INITS, STEP_UNITS, inverse_softplus, load_pretrained_prox
 
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (the paper does not give it)
 
@@ -133,8 +133,12 @@ class _ProxGradientMap(nn.Module):
         else:
             self.register_buffer("step_raw", raw)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
-        return self.prox(x + F.softplus(self.step_raw) * data_gradient(operator, x, y, owner="DEQ4IP"))
+    def forward(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator,
+                norm_squared: float | None = None) -> torch.Tensor:
+        step = F.softplus(self.step_raw)
+        if norm_squared is not None:  # step_units="lipschitz": mu in units of 1 / ||A||^2
+            step = step / norm_squared
+        return self.prox(x + step * data_gradient(operator, x, y, owner="DEQ4IP"))
 
 
 class DEQ4IP(nn.Module):
@@ -152,14 +156,21 @@ class DEQ4IP(nn.Module):
         pretrained: run folder of a denoiser (a one-fold ``unrolled`` solver with
             ``prox: dncnn, prox_params: {spectral: true, batch_norm: false}``) whose prox
             initialises this one.
+        step_units: ``"absolute"`` (default) or ``"lipschitz"``: ``mu`` in units of
+            ``1 / ||A||^2`` for each call's operator and ``init="adjoint"`` starting from
+            ``A^T y / ||A||^2``, as in :class:`~learn2invert.solvers.unrolled.UnrolledProximalGradient`.
 
     Call ``deq(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x*]`` of the image shape.
     """
 
     def __init__(self, channels: int, dims: int = 2, depth: int = 17, features: int = 64, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", forward_solver: dict | None = None,
-                 backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None) -> None:
+                 backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None,
+                 step_units: str = "absolute") -> None:
         super().__init__()
+        if step_units not in STEP_UNITS:
+            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
+        self.step_units = step_units
         if init not in INITS or init == "prox":
             raise ValueError(f"init must be adjoint, measurement or zeros, got {init!r}")
         prox = DnCNN(channels, dims=dims, depth=depth, features=features, batch_norm=False, spectral=True)
@@ -178,10 +189,14 @@ class DEQ4IP(nn.Module):
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
         if not torch.isfinite(y).all():
             raise ValueError("the measurements y contain NaN or Inf")
+        lipschitz = self.step_units == "lipschitz"
         if x0 is None:
-            aty = back_projection(operator, y)
+            aty = back_projection(operator, y, scaled=lipschitz and self.init == "adjoint")
             x0 = {"adjoint": aty, "zeros": torch.zeros_like(aty), "measurement": y}[self.init]
-        x = self.equilibrium(x0, y, operator)
+        if lipschitz:  # a zero operator has no scale: 1 keeps the step finite
+            x = self.equilibrium(x0, y, operator, operator_norm_squared(operator, x0) or 1.0)
+        else:
+            x = self.equilibrium(x0, y, operator)
         self.stats = [self.equilibrium.last_forward_stats]
         return [x]
 

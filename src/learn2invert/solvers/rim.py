@@ -43,6 +43,7 @@ ARCHITECTURES = ("strided", "mri")
 LINKS = ("identity", "sigmoid")
 NORMS = ("batch", "instance", "layer", "none")
 MEMORY_MODES = ("autograd", "checkpoint")
+INITS = ("adjoint", "zeros", "scaled_adjoint")
 
 # The sigmoid link needs eta_0 = logit(x_0); x_0 = A^T y is rarely inside (0, 1), so it is clipped
 # first. The margin keeps Psi'(eta_0) >= ~0.01: a tighter clip would start pixels so deep in the
@@ -288,9 +289,12 @@ class RIM(nn.Module):
             ``"none"``. ``"strided"`` only (the MRI baseline has no normalisation).
         eps_init: initial value of ``eps = softplus(phi)`` added to ``sigma^2`` (paper eq. 15); the
             paper does not give one. ``phi`` is a trainable scalar parameter.
-        init: starting estimate when the call gives no ``x0``: ``"adjoint"`` (``A^T y``) or
+        init: starting estimate when the call gives no ``x0``: ``"adjoint"`` (``A^T y``),
             ``"zeros"`` (better where ``A^T y`` is far off in scale, e.g. unnormalised random
-            projections, whose ``A^T A`` is about ``m`` times the identity).
+            projections, whose ``A^T A`` is about ``m`` times the identity) or
+            ``"scaled_adjoint"`` (``A^T y / ||A||^2``, in the units of ``x`` on any operator: CT,
+            unnormalised projections; see :func:`~learn2invert.operators.likelihood.back_projection`).
+            Nonlinear operators start from their ``A_dagger(y)`` for both adjoint choices.
 
     Call ``rim(y, operator, x0=None, steps=None, sigma=None)``: see :meth:`forward`.
     """
@@ -314,8 +318,8 @@ class RIM(nn.Module):
         init: str = "adjoint",
     ) -> None:
         super().__init__()
-        if init not in ("adjoint", "zeros"):
-            raise ValueError(f"init must be 'adjoint' or 'zeros', got {init!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -486,7 +490,7 @@ class RIM(nn.Module):
         check_parameter_dtype(self, y, "measurements y", "RIM")
         given = x0 is not None
         if x0 is None:
-            x0 = back_projection(operator, y)  # its shape also for init="zeros"
+            x0 = back_projection(operator, y, scaled=self.init == "scaled_adjoint")  # its shape also for init="zeros"
             if self.init == "zeros":
                 x0 = torch.zeros_like(x0)
         self._check_image(x0)

@@ -65,7 +65,8 @@ class UnrolledProximalGradient(nn.Module):
             of each call is ``mu_k / ||A||^2`` with ``||A||^2`` from
             :func:`~learn2invert.operators.likelihood.operator_norm_squared` (the operator's own
             ``norm_squared()`` or a cached power iteration), and ``init="adjoint"`` starts from
-            ``A^T y / ||A||^2`` (one such step from zero). Then ``step_init = 1`` is a stable
+            ``A^T y / ||A||^2`` (one such step from zero; a nonlinear operator's ``A_dagger(y)``
+            as it is). Then ``step_init = 1`` is a stable
             gradient step on any operator and an untrained solver starts near the scaled
             back-projection. Opt-in, so that models trained in absolute units keep their outputs.
 
@@ -130,9 +131,9 @@ class UnrolledProximalGradient(nn.Module):
         return _summarise([s for prox in self.prox for s in getattr(prox, "stats", [])])
 
     def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
-        aty = back_projection(operator, y)
+        aty = back_projection(operator, y, scaled=self.init == "adjoint" and self.step_units == "lipschitz")
         if self.init == "adjoint":
-            return aty / self._norm_squared(operator, aty) if self.step_units == "lipschitz" else aty
+            return aty
         if self.init == "measurement":
             if y.shape != aty.shape:
                 raise ValueError(f"init='measurement' needs measurements in image space; y has shape {tuple(y.shape)}, "
@@ -143,11 +144,6 @@ class UnrolledProximalGradient(nn.Module):
         if not hasattr(self.prox[0], "initial_guess"):
             raise ValueError(f"init='prox' needs a prox with initial_guess(); {type(self.prox[0]).__name__} has none")
         return self.prox[0].initial_guess(aty)
-
-    @staticmethod
-    def _norm_squared(operator, x_like: torch.Tensor) -> float:
-        # A zero operator has no scale to adapt to; 1 keeps the step finite.
-        return operator_norm_squared(operator, x_like) or 1.0
 
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -163,7 +159,7 @@ class UnrolledProximalGradient(nn.Module):
         x = self.initial_estimate(y, operator) if x0 is None else x0
         mu = self.steps()
         if self.step_units == "lipschitz":
-            mu = mu / self._norm_squared(operator, x)
+            mu = mu / (operator_norm_squared(operator, x) or 1.0)  # a zero operator: keep the step finite
         estimates = []
         for k in range(steps):
             d = x + mu[k] * data_gradient(operator, x, y, owner=type(self).__name__)
