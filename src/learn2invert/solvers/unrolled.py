@@ -9,10 +9,12 @@ with trainable step sizes ``mu_k > 0``. The data step is
 :func:`~learn2invert.operators.likelihood.data_gradient` with unit variance, so nonlinear
 operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lipschitz"`` the
 ``mu_k`` count in units of ``1 / ||A||^2`` (power iteration, or the norm the operator reports),
-so one config suits CT and unnormalised projections as well as orthonormal MRI. The prox is any ``nn.Module`` mapping an image to an
-image: the ResNet / U-Net / DnCNN baselines (:mod:`learn2invert.nn.prox_nets`), the GLOW latent
-shrinkage of the flow-unfolding paper (:mod:`learn2invert.solvers.flow_prox`) or the shallow
-equilibrium regulariser of LUSER (:mod:`learn2invert.solvers.luser`). Weights are untied
+so one config suits CT and unnormalised projections as well as orthonormal MRI.
+
+The prox is any ``nn.Module`` mapping an image to an image: the ResNet / U-Net / DnCNN
+baselines (:mod:`learn2invert.nn.prox_nets`), the GLOW latent shrinkage of the flow-unfolding
+paper (:mod:`learn2invert.solvers.flow_prox`) or the shallow equilibrium regulariser of LUSER
+(:mod:`learn2invert.solvers.luser`). Weights are untied
 (one prox per fold) or shared (one prox for every fold).
 
 The scalar parameters (step sizes, and whatever scalars a prox exposes through
@@ -66,9 +68,9 @@ class UnrolledProximalGradient(nn.Module):
             :func:`~learn2invert.operators.likelihood.operator_norm_squared` (the operator's own
             ``norm_squared()`` or a cached power iteration), and ``init="adjoint"`` starts from
             ``A^T y / ||A||^2`` (one such step from zero; a nonlinear operator's ``A_dagger(y)``
-            as it is). Then ``step_init = 1`` is a stable
-            gradient step on any operator and an untrained solver starts near the scaled
-            back-projection. Opt-in, so that models trained in absolute units keep their outputs.
+            as it is). Then ``step_init = 1`` is a stable gradient step on any operator and an
+            untrained solver starts near the best-scaled back-projection. Opt-in, so that models
+            trained in absolute units keep their outputs.
 
     Call ``solver(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x_1, ..., x_K]``,
     each of the image shape ``(B, C, *S)``. ``sigma`` is accepted for interface compatibility and
