@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from learn2invert.data import FastMRIImages, FastMRISingleCoil, write_synthetic_fastmri, write_synthetic_fastmri_dataset
+from learn2invert.data import FastMRIImages, FastMRISingleCoil
+from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
 from learn2invert.data.fastmri import parse_ismrmrd_header
 from learn2invert.data.fastmri_synthetic import main as synthetic_main
 

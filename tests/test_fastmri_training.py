@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from learn2invert.cli import main
-from learn2invert.data import write_synthetic_fastmri, write_synthetic_fastmri_dataset
+from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.experiment import build_dataset

@@ -9,4 +9,3 @@ from .fastmri import FastMRIImages, FastMRISingleCoil, fastmri_crop_size, kspace
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles
 from .multicoil import MultiCoilSlices
-from .fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
