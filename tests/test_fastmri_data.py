@@ -144,6 +144,16 @@ def test_bad_files_give_one_error_naming_file_and_key(tmp_path, case):
         assert "\n" not in message
 
 
+def test_undersampled_kspace_without_a_mask_is_not_ground_truth(tmp_path):
+    path = _single(tmp_path, "undersampled.h5")
+    with h5py.File(path, "r+") as hf:
+        hf["kspace"][1, :, W // 2 + 3] = 0  # one acquired column of slice 1 missing
+    images = FastMRIImages(path)
+    assert images[0].shape == (2, *RECON)
+    with pytest.raises(ValueError, match=r"undersampled\.h5: 'kspace' slice 1 is not fully sampled \(23 of the 24"):
+        images[1]
+
+
 def test_bad_files_are_skipped_when_asked(tmp_path):
     good = _single(tmp_path, "good.h5")
     bad = _single(tmp_path, "bad.h5")

@@ -311,7 +311,8 @@ class FastMRIImages(Dataset):
     Raises:
         ValueError: naming the file and key, for anything :class:`FastMRISingleCoil` refuses, a
             file with a ``mask`` (test split: its k-space is undersampled, it holds no ground
-            truth), and (naming both) crops of different shapes without ``crop``.
+            truth), and (naming both) crops of different shapes without ``crop``; when an item
+            is read, a slice whose k-space misses acquired columns or holds NaN / Inf.
     """
 
     def __init__(
@@ -396,6 +397,16 @@ class FastMRIImages(Dataset):
         k = torch.from_numpy(kspace.astype(np.complex64))
         if not bool(torch.isfinite(torch.view_as_real(k)).all()):
             raise ValueError(f"{path}: 'kspace' slice {s} holds NaN or infinite values")
+        # Ground truth needs every acquired column (the header's encodingLimits, else all of them).
+        header = meta["header"]
+        left, right = (0, meta["shape"][1])
+        if header is not None and header["padding_left"] is not None:
+            left, right = header["padding_left"], header["padding_right"]
+        sampled = (k != 0).reshape(-1, meta["shape"][0], meta["shape"][1]).any(dim=0).any(dim=0)[left:right]
+        if not bool(sampled.all()):
+            raise ValueError(f"{path}: 'kspace' slice {s} is not fully sampled ({int(sampled.sum())} of the {right - left} "
+                             "acquired columns hold data), so it holds no ground truth; undersampled files belong to the "
+                             "test split (l2i reconstruct)")
         if meta["multicoil"]:
             from ..operators.multicoil import estimate_sensitivities, sense_combine
 
