@@ -425,3 +425,17 @@ def test_brain_slices_augment_draws_new_phase_and_flips_per_epoch():
         flipped += mirrored and not same
     assert 0 < flipped < 8
     assert torch.equal(aug[5], aug[5])  # reproducible within the epoch
+
+
+def test_slices_are_displayed_anterior_up_and_superior_up():
+    volume = torch.zeros(5, 6, 7)  # RAS+: x left->right, y posterior->anterior, z inferior->superior
+    volume[0, 5, 3] = 1.0  # subject's left, anterior
+    volume[2, 3, 6] = 2.0  # superior
+    axial = slice_stack(volume, "axial")[3]
+    assert axial.shape == (6, 5) and axial[0, 0] == 1.0  # anterior at the top, left on the left
+    assert slice_stack(volume, "coronal")[3][0, 2] == 2.0  # superior at the top
+    assert slice_stack(volume, "sagittal")[2][0, 3] == 2.0
+    # The template's axial slices are longer front to back than side to side: not transposed.
+    brain = BrainSlices(split="test", size=64, scale=0.35)[0].norm(dim=0) > 0.1
+    rows, cols = brain.any(dim=1).sum(), brain.any(dim=0).sum()
+    assert rows > 1.1 * cols
