@@ -42,6 +42,7 @@ from .nifti import foreground_fraction, slice_stack
 __all__ = ["BrainSliceMix", "training_slice_pool", "augment_magnitude"]
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
+_PHOTO_TRIES = 8  # crops drawn per photograph item before a dark one is accepted
 _GAP_ROWS = 8  # empty rows between the two pieces left when the held-out axial levels are cut out
 
 
@@ -199,7 +200,10 @@ class BrainSliceMix(Dataset):
         if not 0 < low <= high:
             raise ValueError(f"natural_scale_range must be [low, high] with 0 < low <= high, got {natural_scale_range}")
         self.natural, self.natural_scale_range = float(natural), (low, high)
-        self.photos = tuple(n for n in TRAIN_IMAGES if n in available_images()) if self.natural > 0 else ()
+        # The Hubble deep field is a black sky with specks: nothing like tissue, and its crops are too dark.
+        self.photos = tuple(n for n in TRAIN_IMAGES if n in available_images() and n != "hubble_deep_field")
+        if self.natural > 0 and not self.photos:
+            raise ValueError("natural > 0 needs the training photographs bundled with scikit-image; none was found")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -233,10 +237,16 @@ class BrainSliceMix(Dataset):
         """A ``(1, H, W)`` magnitude: a random crop of a training photograph, augmented like a slice."""
         photo = load_image(self.photos[min(int(choice * len(self.photos)), len(self.photos) - 1)], grey=True)[0]
         low, high = self.natural_scale_range
-        u = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
-        s = math.exp(math.log(low) + u[0] * (math.log(high) - math.log(low)))
-        # Crop 1.5x the region the item shows, so rotation and shift stay inside the photograph.
-        side = [min(n, math.ceil(1.5 * out / s)) for n, out in zip(photo.shape, self.size)]
-        top, left = (int(v * (n - c + 1)) for v, n, c in zip(u[1:], photo.shape, side))
-        crop = photo[top:top + side[0], left:left + side[1]]
+        for _ in range(_PHOTO_TRIES):
+            u = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
+            s = math.exp(math.log(low) + u[0] * (math.log(high) - math.log(low)))
+            # Crop 1.5x the region the item shows, so rotation and shift stay inside the photograph.
+            side = [min(n, math.ceil(1.5 * out / s)) for n, out in zip(photo.shape, self.size)]
+            top, left = (int(v * (n - c + 1)) for v, n, c in zip(u[1:], photo.shape, side))
+            crop = photo[top:top + side[0], left:left + side[1]]
+            # Mostly black crops (a night sky) make a per-image NMSE loss explode; draw again.
+            if float((crop > 0.1).float().mean()) >= 0.5:
+                break
+        # Scaled to peak 1 like a template slice, so the noise level relative to the image matches.
+        crop = crop / crop.max().clamp_min(1e-3)
         return augment_magnitude(crop, self.size, gen, **{**self.augment, "scale": s, "scale_range": (1.0, 1.0)})
