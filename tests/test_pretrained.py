@@ -58,6 +58,16 @@ def test_reconstruct_with_a_shipped_model(shipped, tmp_path, capsys):
     assert "INPUT and OUTPUT only" in capsys.readouterr().err
 
 
+def test_eval_of_a_shipped_model_writes_only_where_told(shipped, tmp_path, capsys):
+    _, folder = shipped
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["eval", str(folder), "--samples", "2"]) == 2
+    assert "shipped model inside the installed package" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the package
+    assert main(["eval", str(folder), "--samples", "2", "--out", str(tmp_path / "scores.json")]) == 0
+    assert (tmp_path / "scores.json").is_file()
+
+
 def test_unknown_missing_and_corrupt_models_name_the_file(shipped):
     _, folder = shipped
     with pytest.raises(pretrained.PretrainedError, match="available: tiny"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import check_output_file
+from ..outputs import OutputPathError, check_output_file
 from .checkpoint import atomic_write_text
 from .experiment import build_dataset
 from .loop import load_solver
@@ -18,6 +18,12 @@ METRICS = ("psnr", "ssim", "nmse")
 
 def _stats(values: torch.Tensor) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std(unbiased=False)), "per_sample": values.tolist()}
+
+
+def _is_shipped(run_dir: Path) -> bool:
+    from .. import pretrained
+
+    return pretrained.ROOT in run_dir.resolve().parents
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = None, out: str | Path | None = None,
@@ -40,6 +46,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
     run_dir = Path(run_dir)
     if length is not None and length < 1:
         raise ValueError(f"--samples must be >= 1, got {length}")
+    if out is None and _is_shipped(run_dir):
+        raise OutputPathError(f"{run_dir} is a shipped model inside the installed package; say where the scores go "
+                              "with --out, e.g. --out eval/model.json")
     out_json = Path(out) if out is not None else run_dir / "eval.json"
     if run_dir.is_dir():  # a missing run folder is load_solver's to report
         # Before scoring: a folder given as --out, or a read-only folder, fails now in one line.
