@@ -230,3 +230,52 @@ def test_nonlinear_configs_train_and_validate(config, tmp_path):
                  "train.max_steps=2", "solver.params.steps=2")
     result = loop.train(CONFIGS / config, tmp_path / "run", overrides=overrides, show_progress=False)
     assert (Path(result["run_dir"]) / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------------ deepinv physics
+class _DeepinvStylePhysics(torch.nn.Module):
+    """A nonlinear physics shaped as deepinv's ``Physics``: ``A(x) = |B x|^2`` and deepinv's default
+    ``A_vjp`` by ``torch.func.vjp``; no ``A_adjoint``, no ``linear`` flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.B = torch.randn(40, 64, generator=torch.Generator().manual_seed(0), dtype=F64) / 8
+
+    def A(self, x):  # noqa: N802
+        return (x.flatten(1) @ self.B.T).pow(2).reshape(x.shape[0], 1, 40)
+
+    def A_vjp(self, x, v):  # noqa: N802
+        _, vjp = torch.func.vjp(self.A, x)
+        return vjp(v)[0]
+
+
+def test_deepinv_style_physics_take_their_vjp_and_train_the_irim_invertibly():
+    torch.manual_seed(6)
+    op = _DeepinvStylePhysics()
+    x = torch.rand(2, 1, 8, 8, dtype=F64)
+    y = op.A(x)
+    x0 = 0.5 + 0.1 * torch.randn(x.shape, dtype=F64)
+    xg = x0.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(-0.5 * torch.sum((op.A(xg) - y) ** 2), xg)
+    torch.testing.assert_close(data_gradient(op, x0, y), auto, rtol=1e-12, atol=1e-14)
+    # An A_adjoint that is not the Jacobian's transpose is never used where A_vjp exists.
+    op.A_adjoint = lambda v: torch.zeros_like(x0)
+    torch.testing.assert_close(data_gradient(op, x0, y), auto, rtol=1e-12, atol=1e-14)
+    model = IRIM(channels=1, steps=2, state_channels=4, hidden_channels=4, downsampling=(1, 2),
+                 identity_init=False).double()
+    model.memory = "autograd"
+    _, grads_a = _irim_grads(model, y, op, x0, x)
+    model.memory = "invertible"
+    _, grads_i = _irim_grads(model, y, op, x0, x)
+    assert max(float((a - b).norm() / a.norm()) for a, b in zip(grads_a, grads_i)) < 1e-6
+
+
+def test_real_deepinv_physics_plug_in():
+    dinv = pytest.importorskip("deepinv")
+    x = torch.rand(1, 1, 6, 6, dtype=F64)
+    nonlinear = dinv.physics.Physics(A=lambda t: torch.exp(-t))
+    y = nonlinear.A(torch.rand(1, 1, 6, 6, dtype=F64))
+    expected = -torch.exp(-x) * (y - torch.exp(-x))  # J^T (y - A x), J = diag(-exp(-x))
+    torch.testing.assert_close(data_gradient(nonlinear, x, y), expected)
+    linear = dinv.physics.Denoising()
+    assert torch.equal(data_gradient(linear, x, y, 0.5), linear.A_adjoint(y - linear.A(x)) / 0.5)
