@@ -39,6 +39,15 @@ class Subsample:
         out = y.new_zeros((*y.shape[:-1], self.image_shape[-1]))
         out[..., :: self.every] = y
         return out
+
+
+class Squares:
+    """A nonlinear model computed in NumPy: no A_adjoint, no A_vjp, nothing autograd can differentiate."""
+
+    linear = False
+
+    def A(self, x):
+        return torch.from_numpy(x.numpy() ** 2)
 '''
 
 
@@ -72,6 +81,9 @@ def test_an_operator_class_that_fails_to_import_is_one_clear_error(user_module):
             Measurement(config, (1, 16, 16))
     config = load_config(SMOKE, ("operator.name=torch:Tensor",))
     with pytest.raises(ConfigError, match="has no method A"):
+        Measurement(config, (1, 16, 16))
+    config = load_config(SMOKE, ("operator.name=my_physics:Squares", "operator.params={}"))
+    with pytest.raises(ConfigError, match="Squares: cannot take the data-consistency gradient"):
         Measurement(config, (1, 16, 16))
 
 

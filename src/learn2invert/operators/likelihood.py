@@ -122,15 +122,20 @@ def data_gradient(operator, x: torch.Tensor, y: torch.Tensor, variance: float | 
 def _autograd_vjp(operator, x: torch.Tensor, y: torch.Tensor, likelihood: str, owner: str | None) -> torch.Tensor:
     """``J^T r`` by autograd through ``operator.A`` (= ``-grad NLL``); keeps the graph when the caller records one."""
     record = torch.is_grad_enabled() and x.requires_grad
+    message = (f"{type(operator).__name__}: cannot take the data-consistency gradient of this operator: it has no "
+               "likelihood_gradient(x, y, variance), no A_vjp(x, v) and no A_adjoint (or says linear = False), and "
+               "autograd cannot differentiate its A(x) (computed outside torch?); give it one of these methods")
     with torch.enable_grad():  # also at inference, where the caller runs under no_grad
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
-        ax = operator.A(xg)
+        try:
+            ax = operator.A(xg)
+        except RuntimeError as err:  # e.g. x.numpy() inside A: torch refuses it on a tensor that requires grad
+            if "requires grad" in str(err):
+                raise NoGradientError(message) from err
+            raise
         _check_shapes(ax, y, owner)
         if not ax.requires_grad:
-            raise NoGradientError(
-                f"{type(operator).__name__}: cannot take the data-consistency gradient of this operator: it has no "
-                "likelihood_gradient(x, y, variance), no A_vjp(x, v) and no A_adjoint (or says linear = False), and "
-                "autograd cannot differentiate its A(x) (computed outside torch?); give it one of these methods")
+            raise NoGradientError(message)
         (grad,) = torch.autograd.grad(ax, xg, _residual(ax, y, likelihood), create_graph=record)
     return grad if record else grad.detach()
 

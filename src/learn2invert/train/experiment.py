@@ -176,6 +176,18 @@ class Measurement:
         self.name = name
         # Operators without per-sample randomness are built once.
         self.fixed = None if name in ("mri", "inpainting") else self._fixed_operator(config["seed"])
+        if self.user_class is not None:
+            self._check_gradient(self.fixed)
+
+    def _check_gradient(self, op) -> None:
+        """Take the data-consistency gradient once on a random image, so that an operator offering
+        no way to take it fails here, naming its class, rather than at the first training step."""
+        x = torch.rand((1, *self.image_shape), generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                operators.data_gradient(op, x, op.A(x))
+        except operators.NoGradientError as err:
+            raise ConfigError(f"config key 'operator.name': {err}") from None
 
     def _fixed_operator(self, seed: int) -> operators.LinearOperator:
         params = dict(self.cfg["params"])
