@@ -186,12 +186,14 @@ def _python_attr(value: Any) -> Any:
 
 
 class FastMRISingleCoil(Dataset):
-    """One item per slice of fastMRI single-coil HDF5 files.
+    """One item per slice of fastMRI single-coil HDF5 files (multi-coil ones too with ``coils``).
 
     Each item is a dict:
 
-    - ``"kspace"``: float32 ``(2, H, W)``, real/imaginary of the stored k-space;
-    - ``"target"``: float32 ``(1, h, w)`` ``reconstruction_esc`` slice, when the file has one;
+    - ``"kspace"``: float32 ``(2, H, W)``, real/imaginary of the stored k-space (multi-coil:
+      ``(2, C, H, W)``);
+    - ``"target"``: float32 ``(1, h, w)`` ``reconstruction_esc`` slice (multi-coil:
+      ``reconstruction_rss``), when the file has one;
     - ``"mask"``: float32 ``(1, 1, W)`` in {0, 1}, broadcastable over the k-space, when the file
       has a ``mask`` (test split) and ``split_has_mask`` is not ``False``;
     - ``"crop_size"``: ``(h, w)`` from :func:`fastmri_crop_size`;
@@ -207,10 +209,12 @@ class FastMRISingleCoil(Dataset):
         transform: optional callable applied to each item dict.
         skip_bad_files: leave out files that fail the checks below (warning with the path) instead
             of raising; they are listed in ``skipped`` as ``(path, message)``.
+        coils: ``"single"`` (default) accepts single-coil files only, ``"multi"`` multi-coil
+            files only, ``"any"`` both.
 
     Raises:
         ValueError: naming the file, when it is not HDF5, lacks ``kspace``, has k-space that is
-            not complex ``(slices, H, W)``, a target or mask of the wrong shape, a malformed
+            not complex ``(slices, H, W)`` (or ``(slices, coils, H, W)`` as ``coils`` allows), a target or mask of the wrong shape, a malformed
             header, or neither a header nor a target to size the crop.
     """
 
@@ -220,7 +224,10 @@ class FastMRISingleCoil(Dataset):
         split_has_mask: bool | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         skip_bad_files: bool = False,
+        coils: str = "single",
     ) -> None:
+        if coils not in ("any", "single", "multi"):
+            raise ValueError(f"coils must be 'any', 'single' or 'multi', got {coils!r}")
         files = _h5_files(root_or_files)
         self.split_has_mask = split_has_mask
         self.transform = transform
@@ -230,7 +237,7 @@ class FastMRISingleCoil(Dataset):
         self.skipped: list[tuple[Path, str]] = []
         for path in files:
             try:
-                meta = _inspect_file(path, split_has_mask)
+                meta = _inspect_file(path, split_has_mask, coils)
             except ValueError as err:
                 if not skip_bad_files:
                     raise
@@ -252,12 +259,12 @@ class FastMRISingleCoil(Dataset):
         try:
             with h5py.File(path, "r") as hf:
                 kspace = hf["kspace"][s]
-                target = hf[TARGET_KEY][s] if meta["has_target"] else None
+                target = hf[meta["target_key"]][s] if meta["has_target"] else None
                 mask = np.asarray(hf["mask"]) if meta["has_mask"] else None
         except (OSError, KeyError) as exc:
             raise ValueError(f"{path}: could not read slice {s} ({exc})") from exc
         item: dict[str, Any] = {
-            "kspace": torch.from_numpy(np.stack([kspace.real, kspace.imag]).astype(np.float32)),
+            "kspace": torch.from_numpy(np.stack([kspace.real, kspace.imag]).astype(np.float32)),  # (2, [C,] H, W)
             "crop_size": meta["crop_size"],
             "attrs": dict(meta["attrs"]),
             "fname": path.name,

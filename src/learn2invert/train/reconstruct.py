@@ -12,7 +12,9 @@ Three kinds of input:
   reconstructed and the result is written like a fastMRI submission. A file with a ``mask``
   (test split) is reconstructed with that mask; a fully sampled file (train / val split) is first
   undersampled retrospectively with the run's mask settings (seeded, one mask for the volume,
-  announced in one printed line), so the scores against its target measure the model.
+  announced in one printed line), so the scores against its target measure the model. A
+  multi-coil file is reconstructed with the SENSE operator (:class:`~learn2invert.operators.
+  MultiCoilMRI`) and coil sensitivities estimated from its calibration region.
 
 Every mode writes the estimate to ``output`` and a side-by-side figure to
 ``<output stem>_side_by_side.png``. Input files with NaN or infinite values are refused, naming
@@ -32,7 +34,8 @@ from .. import metrics
 from ..data.fastmri import FastMRISingleCoil, center_crop, kspace_to_magnitude
 from ..data.image_folder import read_image
 from ..data.nifti import read_nifti, save_nifti
-from ..operators import SingleCoilMRI
+from ..operators import MultiCoilMRI, SingleCoilMRI
+from ..operators.multicoil import estimate_sensitivities
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..outputs import check_output_file
@@ -72,8 +75,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
     Args:
         run_dir: a folder written by ``l2i train``.
         input_path: an image (PNG / JPEG / TIFF), a NIfTI file (``.nii``, ``.nii.gz``: a 2D
-            slice, a 3D volume or a 4D series, with ``simulate``) or a fastMRI single-coil
-            ``.h5`` file (MRI runs).
+            slice, a 3D volume or a 4D series, with ``simulate``) or a fastMRI single- or
+            multi-coil ``.h5`` file (MRI runs).
         output: ``.png`` or ``.npy`` for images, ``.nii`` / ``.nii.gz`` / ``.npy`` for volumes,
             ``.h5`` for fastMRI files. A NIfTI output has the input's shape, axis order and
             affine (one 3D volume for a 4D series).
@@ -215,7 +218,8 @@ def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, fr
 
 
 def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progress: bool = True) -> dict:
-    """Reconstruct every slice of a fastMRI single-coil file; write ``reconstruction`` (slices, h, w).
+    """Reconstruct every slice of a fastMRI single- or multi-coil file; write ``reconstruction``
+    (slices, h, w).
 
     The measurement: the file's k-space under
 
@@ -229,6 +233,10 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
     - otherwise (undersampled k-space without a ``mask`` dataset) the columns that hold data;
       scored against the target when the file has one.
 
+    Multi-coil files are measured by :class:`MultiCoilMRI` with coil sensitivities estimated
+    from the calibration region of the (undersampled) k-space; the solver sees the SENSE data term,
+    its estimate is the coil-combined image, and the truth is the root-sum-of-squares target.
+
     Images are reconstructed at the k-space's full size (the solvers are convolutional), then
     centre cropped to the recon size and reduced to magnitudes, as fastMRI's targets are. The
     k-space is scaled so the zero-filled volume peaks at 1 (the training images' range) and the
@@ -237,7 +245,7 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
     """
     if run.operator != "mri":
         raise ValueError(f"{path} is fastMRI k-space, but the run's operator is {run.operator!r}, not 'mri'")
-    items = list(FastMRISingleCoil(path))
+    items = list(FastMRISingleCoil(path, coils="any"))
     check_finite(torch.cat([item["kspace"].reshape(-1) for item in items]), f"input file {path}")
     measured, info = fastmri_measurements(run, items, path, seed)
     if info.get("notice") and progress:
@@ -252,7 +260,7 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
     if all("target" in item for item in items):
         truth = torch.cat([item["target"] for item in items])  # (slices, h, w)
     elif info["mask_source"] == "retrospective":  # the fully sampled k-space is the truth
-        truth = torch.cat([kspace_to_magnitude(item["kspace"], item["crop_size"]) for item in items])
+        truth = torch.cat([_full_magnitude(item) for item in items])
     if truth is not None and info["mask_source"] != "file":
         # Scores only where the reconstruction had something to recover and a truth to meet.
         panels.append(("target", truth[middle][None]))
@@ -265,12 +273,21 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
 
 
 def _sampled_columns(items: list[dict]) -> torch.Tensor:
-    """``(W,)`` bool: the k-space columns holding any nonzero value in any slice."""
-    return torch.stack([(item["kspace"] != 0).any(dim=0).any(dim=0) for item in items]).any(dim=0)
+    """``(W,)`` bool: the k-space columns holding any nonzero value in any slice (and coil)."""
+    width = items[0]["kspace"].shape[-1]
+    return torch.stack([(item["kspace"] != 0).reshape(-1, width).any(dim=0) for item in items]).any(dim=0)
 
 
-def fastmri_measurements(run: Run, items: list[dict], path: Path,
-                         seed: int = 0) -> tuple[list[tuple[torch.Tensor, SingleCoilMRI]], dict]:
+def _full_magnitude(item: dict) -> torch.Tensor:
+    """``(1, h, w)`` cropped magnitude of a fully sampled item: ``|ifft2c|`` (single-coil) or the
+    root-sum-of-squares of the coil images (multi-coil), as fastMRI's targets are made."""
+    kspace = item["kspace"]
+    if kspace.dim() == 3:
+        return kspace_to_magnitude(kspace, item["crop_size"])
+    coils = kspace_to_magnitude(kspace.movedim(0, 1), item["crop_size"])  # (C, 1, h, w) per coil
+    return coils.pow(2).sum(dim=0).sqrt()
+
+def fastmri_measurements(run: Run, items: list[dict], path: Path, seed: int = 0) -> tuple[list[tuple], dict]:
     """The measurement of each slice of a fastMRI file: ``[(y (1, 2, H, W), operator)]`` and
     ``{"mask_source", "notice", "acceleration"}`` (see :func:`reconstruct_fastmri` for the rules)."""
     width = items[0]["kspace"].shape[-1]
@@ -278,7 +295,7 @@ def fastmri_measurements(run: Run, items: list[dict], path: Path,
         return [_masked_kspace(item, item["mask"]) for item in items], {"mask_source": "file"}
     sampled = _sampled_columns(items)
     acquired = torch.ones(width, dtype=torch.bool)
-    header = FastMRISingleCoil(path).metadata[0]["header"]
+    header = FastMRISingleCoil(path, coils="any").metadata[0]["header"]
     if header is not None and header["padding_left"] is not None:
         acquired = torch.zeros(width, dtype=torch.bool)
         acquired[header["padding_left"] : header["padding_right"]] = True
@@ -382,8 +399,8 @@ def _scores(estimate: torch.Tensor, truth: torch.Tensor, data_range: float | Non
             "ssim": float("nan") if too_small else metrics.ssim(estimate, truth, data_range)}
 
 
-def _reconstruct_kspace_volume(run: Run, items: list[dict], measured: list[tuple[torch.Tensor, SingleCoilMRI]],
-                               path: Path, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def _reconstruct_kspace_volume(run: Run, items: list[dict], measured: list[tuple], path: Path,
+                               progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """fastMRI slice items and their measurements -> (zero-filled, estimate) magnitudes
     ``(slices, h, w)``, cropped; a progress bar per slice with ``progress``."""
     adjoints = [op.A_adjoint(y) for y, op in measured]
@@ -399,10 +416,15 @@ def _reconstruct_kspace_volume(run: Run, items: list[dict], measured: list[tuple
     return zero_filled, estimate
 
 
-def _masked_kspace(item: dict, mask: torch.Tensor) -> tuple[torch.Tensor, SingleCoilMRI]:
+def _masked_kspace(item: dict, mask: torch.Tensor):
     """A fastMRI item and a ``(1, 1, W)`` column mask -> (measured k-space ``(1, 2, H, W)`` with +0
-    off the mask, its operator)."""
+    off the mask, its :class:`SingleCoilMRI`); a multi-coil item gives ``(1, 2, C, H, W)`` and a
+    :class:`MultiCoilMRI` with sensitivities estimated from the measured calibration region."""
     kspace = item["kspace"][None]
+    if kspace.dim() == 5:
+        mask = mask.to(torch.bool)
+        y = torch.where(mask, kspace, torch.zeros_like(kspace))  # (1, 1, W) broadcasts over coils and rows
+        return y, MultiCoilMRI(mask, estimate_sensitivities(y))
     operator = SingleCoilMRI(mask)
     return torch.where(operator.mask, kspace, torch.zeros_like(kspace)), operator
 
