@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reconstruct your own file (image, NIfTI volume, fastMRI .h5) with a trained run",
                         description="l2i reconstruct RUN_DIR INPUT OUTPUT, or l2i reconstruct --pretrained NAME INPUT "
                                     "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a clean image "
-                                    "or NIfTI volume with --simulate, or a fastMRI single-coil .h5 (MRI runs). OUTPUT: "
+                                    "or NIfTI volume with --simulate, or a fastMRI single- or multi-coil .h5 (MRI "
+                                    "runs; a fully sampled one is undersampled with the run's masks first). OUTPUT: "
                                     ".png or .npy for images, .nii/.nii.gz/.npy for volumes, .h5 for fastMRI files; a "
                                     "<stem>_side_by_side.png is written beside it.")
     rc.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT OUTPUT",
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--pretrained", metavar="NAME", help="use a shipped model instead of a run folder (l2i pretrained list)")
     rc.add_argument("--simulate", action="store_true",
                     help="INPUT is the clean truth: simulate the run's measurement, reconstruct and score it")
-    rc.add_argument("--seed", type=int, default=0, help="seed of the simulated physics and noise (default: 0)")
+    rc.add_argument("--seed", type=int, default=0,
+                    help="seed of the simulated physics and noise, and of the mask that undersamples a fully sampled "
+                         "fastMRI file (default: 0)")
     rc.add_argument("--axis", type=int, default=2, choices=(0, 1, 2),
                     help="NIfTI volumes: reconstruct the slices along this axis (default: 2, axial)")
     rc.add_argument("--frame", type=int, help="4D NIfTI series: reconstruct this frame (0-based)")
