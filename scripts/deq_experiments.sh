@@ -31,4 +31,4 @@ for task in deblur ct mri; do
   done
 done
 $L2I bench memory --configs "${configs[@]}" --batches 1 4 --budget-mb 1024 --threads 1 --json docs/benchmarks/deq_memory.json
-$L2I bench luser --tasks $TASKS
+$L2I bench luser --tasks $TASKS --out docs/benchmarks

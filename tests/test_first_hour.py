@@ -306,3 +306,24 @@ def test_bench_compare_shows_the_tv_search(monkeypatch, capsys):
     for show in (True, False):
         compare.compare({"a": "run"}, samples=2, tv_iterations=2, tv_grid=[0.01, 0.1], show_progress=show)
         assert ("TV weight search" in capsys.readouterr().err) == show
+
+
+@pytest.mark.parametrize("benchmark", ["memory", "speed", "operators", "superres", "flows", "luser", "compare", "curves",
+                                       "precision"])
+def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeypatch):
+    # Every default output path of `l2i bench NAME` is read from the parser without running it.
+    import argparse
+    import importlib
+
+    from learn2invert.cli import BENCHMARKS
+
+    defaults = []
+
+    def capture(parser, args=None, namespace=None):
+        defaults.extend(str(a.default) for a in parser._actions if isinstance(a.default, (str, Path)))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        importlib.import_module(BENCHMARKS[benchmark][0]).main([])
+    assert defaults and not [d for d in defaults if d.startswith("docs")], defaults

@@ -91,7 +91,7 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="l2i bench flows", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="folder holding runs/flow_{task}_{method}")
-    parser.add_argument("--out", default="docs/benchmarks", help="output folder")
+    parser.add_argument("--out", default="runs/bench", help="output folder (the tables in docs/ were written with --out docs/benchmarks)")
     parser.add_argument("--samples", type=int, help="limit the number of test samples")
     parser.add_argument("--tv-iterations", type=int, default=200)
     args = parser.parse_args(argv)

@@ -116,7 +116,7 @@ def ratio_summary(memory: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="l2i bench luser", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="folder holding runs/deq_{task}_{model}")
-    parser.add_argument("--out", default="docs/benchmarks", help="output folder")
+    parser.add_argument("--out", default="runs/bench", help="output folder (the tables in docs/ were written with --out docs/benchmarks)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--samples", type=int, help="limit the number of test samples")
     parser.add_argument("--reuse", action="store_true", help="reuse OUT/deq_{task}.json where it covers the task's runs")

@@ -77,7 +77,7 @@ TABLES: dict[str, dict] = {
     },
     "flows": {
         "paper": "Flow-unfolding (2021) Tables I-IV: GLOW prox vs ResNet / U-Net prox, plug-and-play, out of distribution",
-        "steps": [_cmd("bash scripts/flow_experiments.sh"), _cmd("l2i bench flows")],
+        "steps": [_cmd("bash scripts/flow_experiments.sh"), _cmd("l2i bench flows --out docs/benchmarks")],
     },
     "luser": {
         "paper": "LUSER (2022) Tables 2-3: LU-DnCNN, DEQ4IP, LUSER-SW/DW quality and training memory",

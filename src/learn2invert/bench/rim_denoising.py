@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transfer", help="a RIM trained on another task (grey), applied unchanged to grey settings")
     parser.add_argument("--factor", type=int, default=2, help="evaluate every RIM for factor x its T iterations")
     parser.add_argument("--tv-val-samples", type=int, default=128, help="validation patches for choosing the TV weight")
-    parser.add_argument("--out", default="docs/benchmarks/rim_denoising", help="output stem")
+    parser.add_argument("--out", default="runs/bench/rim_denoising", help="output stem (docs/: --out docs/benchmarks/rim_denoising)")
     parser.add_argument("--notes", help="Markdown file appended to STEM.md")
     parser.add_argument("--samples", type=int, help="test patches (default: data.val_length of each run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

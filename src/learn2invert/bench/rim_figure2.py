@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run folders (RIM, FFN, GDN; any number of tasks)")
     parser.add_argument("--eval-name", default="eval_T40.json", help="eval JSON inside each run folder")
-    parser.add_argument("--out", default="docs/benchmarks/rim_figure2",
-                        help="output stem: writes STEM.json, STEM.md and STEM.png")
+    parser.add_argument("--out", default="runs/bench/rim_figure2",
+                        help="output stem: writes STEM.json, STEM.md and STEM.png (docs/: --out docs/benchmarks/rim_figure2)")
     parser.add_argument("--notes", help="Markdown file appended to STEM.md (setup and discussion)")
     parser.add_argument("--tikhonov", action="store_true",
                         help="also score smoothness-regularised least squares on the same test measurements")

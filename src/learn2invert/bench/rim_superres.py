@@ -269,7 +269,7 @@ def figure(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="l2i bench superres", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders of RIMs trained on super_resolution (one per factor)")
-    parser.add_argument("--out", default="docs/benchmarks/rim_superres", help="output stem (OUT.json, OUT.md, OUT.png)")
+    parser.add_argument("--out", default="runs/bench/rim_superres", help="output stem (OUT.json, OUT.md, OUT.png; docs/: --out docs/benchmarks/rim_superres)")
     parser.add_argument("--samples", type=int, help="test patches (default: data.val_length of the runs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (default 4)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="docs/benchmarks/speed.json", help="output JSON (a .md is written next to it)")
+    parser.add_argument("--json", default="runs/bench/speed.json", help="output JSON (a .md is written next to it; docs/: --json docs/benchmarks/speed.json)")
     args = parser.parse_args(argv)
     records = measure(args.size, args.batch, args.repeats)
     out = Path(args.json)
