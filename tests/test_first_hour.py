@@ -327,3 +327,21 @@ def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeyp
     with pytest.raises(SystemExit):
         importlib.import_module(BENCHMARKS[benchmark][0]).main([])
     assert defaults and not [d for d in defaults if d.startswith("docs")], defaults
+
+
+def test_a_run_on_an_image_folder_loads_after_the_folder_moved(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        imsave(folder / f"{i}.png", (rng.random((20, 20)) * 255).astype(np.uint8))
+    loop.train(SMOKE, tmp_path / "run", show_progress=False, overrides=(
+        "data.name=image_folder", f"data.root={folder}", "data.patch_size=8", "data.grey=true", "data.train_length=8",
+        "data.val_length=2", "train.batch_size=2", "train.max_steps=2", "solver.params.steps=1",
+        "solver.params.conv_channels=4", "solver.params.hidden_channels=4", "operator.name=denoising",
+        "operator.params={}", "operator.noise_sigma=0.1"))
+    before = loop.load_solver(tmp_path / "run")[0].state_dict()
+    folder.rename(tmp_path / "moved")
+    after, _, _, shape = loop.load_solver(tmp_path / "run")
+    assert shape == (1, 8, 8)
+    assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.items())

@@ -77,6 +77,11 @@ def test_pretrain_by_likelihood_then_unroll_and_plug_and_play(tmp_path):
     assert not torch.allclose(pnp.steps(), fresh.steps())
     x = torch.rand(2, 1, 8, 8)
     assert torch.isfinite(pnp(x + 0.2 * torch.randn_like(x), Denoising())[-1]).all()
+    # The trained runs hold every weight: they load after the prior they started from has moved.
+    (tmp_path / "prior").rename(tmp_path / "moved")
+    moved, _, _, _ = loop.load_solver(tmp_path / "glow")
+    for (name, a), b in zip(moved.state_dict().items(), glow.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_additive_coupling_inverts_exactly_and_matches_a_brute_force_log_det():

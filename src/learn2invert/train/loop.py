@@ -20,6 +20,7 @@ run folder; the other ranks get the config and the training state from it over t
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -275,7 +276,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
-    solver = build_solver(config, image_shape).to(device)
+    solver = build_solver(config if point is None else _without_initial_weights(config), image_shape).to(device)
     local_batch = batch_size // ctx.world_size
     steps_per_epoch = (len(train_set) // ctx.world_size) // local_batch
     epochs, max_steps, val_every, patience = (train_cfg[k] for k in ("epochs", "max_steps", "val_every", "patience"))
@@ -529,6 +530,31 @@ def check_reconstruction_run(config: dict, run_dir: Path | str) -> None:
             f"{run_dir} and evaluate or reconstruct with that run (the prior's samples: {Path(run_dir) / 'samples.png'})")
 
 
+def _without_initial_weights(config: dict) -> dict:
+    """``config`` without the run folder its prox started from (``solver.params.pretrained``).
+
+    A run's own checkpoint holds every weight, so a trained run loads and resumes even after
+    the prior it started from has moved or been deleted.
+    """
+    config = copy.deepcopy(config)
+    config["solver"]["params"].pop("pretrained", None)
+    return config
+
+
+def _image_shape(config: dict) -> tuple[int, ...]:
+    """The shape of one validation item, without reading the user's image folder when the config fixes it.
+
+    A run trained on a folder of images keeps only the folder's path; its patches' shape follows
+    from ``data.grey`` and ``data.patch_size``, so the run still loads after the folder moved.
+    """
+    d = config["data"]
+    if d["name"] == "image_folder" and d["patch_size"]:
+        size = d["patch_size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        return (1 if d["grey"] else 3, int(height), int(width))
+    return tuple(build_dataset(config, "val")[0].shape)
+
+
 def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
                 weights: str = "best") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
     """Rebuild a trained solver from its run folder: returns (solver, config, measurement, image_shape).
@@ -540,8 +566,8 @@ def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
     path = weights_file(run_dir, weights)
     config = load_config(run_dir / CONFIG_FILE)
     check_reconstruction_run(config, run_dir)
-    image_shape = tuple(build_dataset(config, "val")[0].shape)
-    solver = build_solver(config, image_shape)
+    image_shape = _image_shape(config)
+    solver = build_solver(_without_initial_weights(config), image_shape)
     load_model(solver, path)
     return solver.to(device).eval(), config, Measurement(config, image_shape), image_shape
 
