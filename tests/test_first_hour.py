@@ -345,3 +345,12 @@ def test_a_run_on_an_image_folder_loads_after_the_folder_moved(tmp_path):
     after, _, _, shape = loop.load_solver(tmp_path / "run")
     assert shape == (1, 8, 8)
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_bad_config_leaves_no_run_folder(tmp_path, capsys):
+    assert main(["train", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "solver.name=nope"]) == 2
+    assert "unknown solver 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before is never removed
+    assert main(["train", str(SMOKE), "--out", str(tmp_path / "kept"), "--set", "solver.name=nope"]) == 2
+    assert (tmp_path / "kept").is_dir()

@@ -236,11 +236,27 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
         ValueError: a bad config or run folder, unreadable data, a corrupt checkpoint.
     """
     ctx = init_distributed()
+    run_dir = Path(out)
+    created = not run_dir.exists()
     try:
-        return _train(ctx, config_path, Path(out), tuple(overrides), resume, show_progress and ctx.is_main)
+        return _train(ctx, config_path, run_dir, tuple(overrides), resume, show_progress and ctx.is_main)
+    except Exception:
+        _unlock_run_folder(run_dir)
+        if created and ctx.is_main:
+            _remove_run_without_weights(run_dir)
+        raise
     finally:
-        _unlock_run_folder(Path(out))
+        _unlock_run_folder(run_dir)
         ctx.close()
+
+
+def _remove_run_without_weights(run_dir: Path) -> None:
+    """Delete a run folder this call created when it failed before writing any weights (a bad
+    config, unreadable data): the next try with the same ``--out`` then starts clean."""
+    import shutil
+
+    if run_dir.is_dir() and not any(run_dir.glob("*.safetensors")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, ...], resume: bool,
