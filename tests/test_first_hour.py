@@ -354,3 +354,22 @@ def test_a_bad_config_leaves_no_run_folder(tmp_path, capsys):
     (tmp_path / "kept").mkdir()  # a folder that was there before is never removed
     assert main(["train", str(SMOKE), "--out", str(tmp_path / "kept"), "--set", "solver.name=nope"]) == 2
     assert (tmp_path / "kept").is_dir()
+
+
+def test_validation_nmse_is_over_the_whole_set_not_a_mean_of_ratios():
+    from learn2invert.operators import Denoising
+    from learn2invert.train.validate import validate
+
+    images = torch.stack([torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), 1e-3)])  # one near-black image
+
+    class AddOne(torch.nn.Module):  # an estimate 0.01 off everywhere
+        def forward(self, y, op, sigma=None, steps=None):
+            return [y + 0.01]
+
+    def measurement(x, generator):
+        return x, Denoising(), None
+
+    config = {"train": {"val_batch_size": 2}, "data": {"data_range": None}, "loss": {"name": "mse"}}
+    result = validate(AddOne(), images, measurement, config, torch.device("cpu"))
+    assert result["nmse"] == pytest.approx(2 * 0.01**2 / (0.5**2 + 1e-3**2), rel=1e-6)  # 8e-4, not ~50
+    assert result["psnr"] > 0 and result["loss"] == pytest.approx(1e-4, rel=1e-4)

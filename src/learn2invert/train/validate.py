@@ -89,7 +89,8 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     """Run the solver over a dataset.
 
     Returns ``{"last": {metric: (N,) tensor}, "iterates": {metric: (T, N) tensor} (if every_iterate),
-    "adjoint": {metric: (N,)}}`` where ``adjoint`` scores ``A^T y`` as a reference point. With
+    "adjoint": {metric: (N,)}, "set_nmse": float}`` where ``adjoint`` scores ``A^T y`` as a reference
+    point and ``set_nmse`` is the last iterate's NMSE over the whole set. With
     ``loss`` (a training loss name), ``"loss"`` holds that loss of the last iterate, averaged over
     the samples (a float). With ``volume_ids`` (one id per item, the slices of a volume
     consecutive, e.g. :attr:`~learn2invert.data.FastMRIImages.volume_ids`), ``"volumes"`` holds
@@ -101,12 +102,16 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     solver.eval()
     last, adjoint, per_iter = [], [], []
     loss_sum, count = 0.0, 0
+    squared_error, squared_norm = 0.0, 0.0  # over the whole set: one near-black image cannot dominate
     volumes = VolumeScores(volume_ids, data_range) if volume_ids is not None else None
     for x in loader:
         x = x.to(device)
         y, op, sigma = measurement(x, generator)
         iterates = solver(y, op, sigma=sigma, steps=steps)
         last.append(score_batch(iterates[-1], x, data_range))
+        est, ref = magnitude(iterates[-1].detach()).double(), magnitude(x).double()
+        squared_error += float((est - ref).pow(2).sum())
+        squared_norm += float(ref.pow(2).sum())
         if loss is not None:
             loss_sum += float(LOSSES[loss](iterates[-1].float(), x)) * x.shape[0]
             count += x.shape[0]
@@ -122,6 +127,7 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
         "last": {k: torch.cat([b[k] for b in last]) for k in keys},
         "adjoint": {k: torch.cat([b[k] for b in adjoint]) for k in keys},
     }
+    out["set_nmse"] = squared_error / squared_norm if squared_norm > 0 else float("nan")
     if loss is not None:
         out["loss"] = loss_sum / max(1, count)
     if volumes is not None:
@@ -133,7 +139,12 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
 
 
 def validate(solver, dataset: Dataset, measurement, config: dict, device: torch.device) -> dict[str, float]:
-    """Mean PSNR / SSIM / NMSE and the training loss (``loss``) of the last iterate on the validation set."""
+    """Mean PSNR / SSIM, the NMSE of the whole set and the training loss (``loss``) of the last iterate.
+
+    The NMSE is ``sum ||x_hat - x||^2 / sum ||x||^2`` over the set (fastMRI computes it per
+    volume): a mean of per-image NMSEs is dominated by any near-black image.
+    """
     scores = score_dataset(solver, dataset, measurement, device, batch_size=config["train"]["val_batch_size"],
                            data_range=config["data"]["data_range"], loss=config["loss"]["name"])
-    return {**{k: float(v.mean()) for k, v in scores["last"].items()}, "loss": scores["loss"]}
+    return {"psnr": float(scores["last"]["psnr"].mean()), "ssim": float(scores["last"]["ssim"].mean()),
+            "nmse": scores["set_nmse"], "loss": scores["loss"]}
