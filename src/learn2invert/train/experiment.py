@@ -173,11 +173,33 @@ class Measurement:
             raise ConfigError(f"operator.name=mri needs complex images with 2 channels, the data gives shape {image_shape}")
         if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
             raise ConfigError(f"config key 'operator.mask' must be random, equispaced or gaussian for MRI, got {self.cfg['mask']!r}")
+        if name == "mri":
+            self._check_coil_params(dict(self.cfg["params"]))
         self.name = name
         # Operators without per-sample randomness are built once.
         self.fixed = None if name in ("mri", "inpainting") else self._fixed_operator(config["seed"])
         if self.user_class is not None:
             self._check_gradient(self.fixed)
+
+    # operator.params of operator.name=mri: multi-coil (SENSE) simulation with analytic coil maps.
+    MRI_COIL_PARAMS = ("coils", "maps", "ring_radius", "coil_radius", "phase_amplitude")
+
+    def _check_coil_params(self, params: dict) -> None:
+        """``operator.params`` of MRI: ``coils`` (number of receive coils; absent or 0: single-coil),
+        ``maps`` (``true``: the solver gets the simulated maps; ``estimated``: maps estimated from
+        the measured calibration region), and the geometry of
+        :func:`~learn2invert.operators.multicoil.simulated_coil_maps`. Other keys are ignored, as
+        they always were for MRI (runs whose config kept another operator's params still load)."""
+        coils = params.get("coils", 0)
+        if isinstance(coils, bool) or not isinstance(coils, int) or coils < 0:
+            raise ConfigError(f"config key 'operator.params.coils' must be an integer >= 0 (0: single-coil), got {coils!r}")
+        if params.get("maps", "true") not in ("true", "estimated", True):
+            raise ConfigError(f"config key 'operator.params.maps' must be true or estimated, got {params['maps']!r}")
+        if coils and len(self.image_shape) != 3:
+            raise ConfigError(f"operator.params.coils simulates 2D multi-coil MRI; the data gives shape {self.image_shape}")
+        if not coils and set(params) & set(self.MRI_COIL_PARAMS[1:]):
+            raise ConfigError(f"config key 'operator.params': {', '.join(sorted(set(params) & set(self.MRI_COIL_PARAMS[1:])))} "
+                              "need operator.params.coils (the number of coils)")
 
     def _check_gradient(self, op) -> None:
         """Take the data-consistency gradient once on a random image, so that an operator offering
@@ -259,6 +281,18 @@ class Measurement:
         mask = torch.stack(masks)  # (B, 1, H, W)
         if len(self.image_shape) == 4:  # 3D volumes: the same 2D pattern on every slice
             mask = mask.unsqueeze(2)
+        params = self.cfg["params"]
+        if params.get("coils"):
+            # SENSE: each sample's coil array is rotated at random (and gets a random smooth extra
+            # phase per coil with phase_amplitude), so the model does not learn one coil geometry.
+            from ..operators.multicoil import simulated_coil_maps
+
+            geometry = {k: float(params[k]) for k in ("ring_radius", "coil_radius", "phase_amplitude") if k in params}
+            maps = torch.stack([
+                simulated_coil_maps(int(params["coils"]), (h, w), generator=generator,
+                                    rotation=float(2 * math.pi * torch.rand((), generator=generator)), **geometry)
+                for _ in range(batch)])  # (B, 2, C, H, W)
+            return operators.MultiCoilMRI(mask, maps)
         return operators.SingleCoilMRI(mask)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, operators.LinearOperator, torch.Tensor]:
@@ -282,6 +316,11 @@ class Measurement:
             y = clean + per_sample * noise
         if self.cfg["quantize"]:
             y = operators.quantize(y)
+        if isinstance(op, operators.MultiCoilMRI) and self.cfg["params"].get("maps") == "estimated":
+            # The solver gets coil maps estimated from the measured calibration region, as on real scans.
+            from ..operators.multicoil import estimate_sensitivities
+
+            op = operators.MultiCoilMRI(op.mask, estimate_sensitivities(y, op.mask))
         # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
         # solver needs a positive sigma even for noise-free data.
         return y, op, sigma.reshape(batch, *([1] * (x.dim() - 1))).clamp_min(1e-3)

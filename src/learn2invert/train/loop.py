@@ -35,6 +35,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..data.skipping import SkipBadFiles
+from ..operators.multicoil import MultiCoilMRI
 from ..outputs import check_output_folder
 from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
                          has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
@@ -109,6 +110,10 @@ def _concat_operators(ops: list):
     first = ops[0]
     if all(op is first for op in ops):
         return first
+    if all(isinstance(op, MultiCoilMRI) for op in ops):  # per-sample masks and coil maps
+        return MultiCoilMRI(torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops]),
+                            torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
+                            fft_dims=first.fft_dims)
     if all(type(op) is type(first) and isinstance(getattr(op, "mask", None), torch.Tensor) for op in ops):
         return type(first)(torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops]))
     raise TypeError(f"cannot batch per-sample operators of type {type(first).__name__}: "
