@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
         # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct | phase_retrieval |
         # beer_lambert_ct, or your own class as package.module:Class (built with operator.params)
         "name": "denoising",
-        "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles)
+        "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles; MRI: coils, maps)
         # float, or [low, high] for a uniform draw per sample (measurement units); for Poisson operators
         # (beer_lambert_ct) the gain of one count: 1 / noise_sigma^2 counts where A(x) = 1
         "noise_sigma": 0.1,
