@@ -88,7 +88,8 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
         if not args.run_dir or not args.name:
             raise ValueError("l2i pretrained export needs RUN_DIR and NAME")
         folder = pretrained.export(args.run_dir, args.name, pretrained.card_from_comparisons(
-            args.method or args.name, args.metrics, task=args.task, data=args.data, command=args.command))
+            args.method or args.name, args.metrics, task=args.task, data=args.data, command=args.command),
+            weights=args.weights)
         print(f"exported {args.run_dir} as {args.name}: {folder}")
         return 0
     names = pretrained.available()
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--task", default="", help="export: one line on what the model reconstructs")
     pt.add_argument("--data", default="", help="export: one line on the training data")
     pt.add_argument("--command", default="", help="export: the exact training command")
+    pt.add_argument("--weights", default="best", choices=("best", "last"),
+                    help="export: the weights of the lowest validation loss (default) or of the last step")
     pt.set_defaults(func=_cmd_pretrained)
 
     be = sub.add_parser("bench", help="measure memory, speed or operators; each writes JSON + Markdown (+ a plot)",

@@ -86,8 +86,9 @@ def load_with_config(name: str, device: str | torch.device = "cpu") -> tuple[tor
     return solver, config
 
 
-def export(run_dir: str | Path, name: str, info: dict, destination: str | Path | None = None) -> Path:
-    """Copy a finished run's best weights and config into ``destination/name`` with its card.
+def export(run_dir: str | Path, name: str, info: dict, destination: str | Path | None = None,
+           weights: str = "best") -> Path:
+    """Copy a finished run's best (or last) weights and config into ``destination/name`` with its card.
 
     Args:
         run_dir: a run folder of ``l2i train`` (its ``best.safetensors`` is shipped when present).
@@ -95,6 +96,8 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
         info: the card: at least ``task``, ``command`` and ``metrics``; the number of parameters,
             optimiser steps, best step and how training ended are read from the run and added.
         destination: where the model folders live (None: the package's own folder).
+        weights: ``"best"`` (lowest validation loss) or ``"last"`` (the final step; for a model
+            meant for data unlike its validation set, where that loss is the wrong guide).
 
     Returns:
         The model folder.
@@ -103,8 +106,8 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
     from ..train.loop import load_solver, weights_file
 
     run_dir = Path(run_dir)
-    source = weights_file(run_dir, "best")
-    solver, config, _, _ = load_solver(run_dir, "cpu", weights="best")
+    source = weights_file(run_dir, weights)
+    solver, config, _, _ = load_solver(run_dir, "cpu", weights=weights)
     history = json.loads((run_dir / "history.json").read_text())
     folder = Path(destination if destination is not None else ROOT) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
     full = {"name": name, "solver": config["solver"]["name"], "operator": config["operator"]["name"], **info,
             "parameters": sum(p.numel() for p in solver.parameters()),
             "optimiser_steps": last.get("global_step"), "best_step": last.get("best_step"),
-            "stopped_early": bool(last.get("stopped_early")),
+            "stopped_early": bool(last.get("stopped_early")), "weights": weights,
             "validation_curve": [[r["global_step"], r.get("val_psnr")] for r in history]}
     (folder / "card.json").write_text(json.dumps(full, indent=1) + "\n")
     (folder / "README.md").write_text(card_markdown(full))
@@ -149,7 +152,8 @@ def card_markdown(info: dict) -> str:
     lines = [f"# {info['name']}", "", info.get("task", ""), "", "Trained with:", "", "```bash", info.get("command", ""), "```", "",
              f"- parameters: {info.get('parameters')}",
              f"- optimiser steps: {info.get('optimiser_steps')} (best validation loss at step {info.get('best_step')}; "
-             f"{'stopped early' if info.get('stopped_early') else 'ran to its step count'})",
+             f"{'stopped early' if info.get('stopped_early') else 'ran to its step count'}; shipped weights: "
+             f"{'the last step' if info.get('weights') == 'last' else 'the best validation loss'})",
              f"- data: {info.get('data', '')}", ""]
     metrics = info.get("metrics", {})
     if metrics:
