@@ -46,7 +46,9 @@ from .validate import magnitude
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FASTMRI_SUFFIXES = (".h5",)
-OUTPUT_SUFFIXES = {"image": (".png", ".npy"), "nifti": NIFTI_SUFFIXES + (".npy",), "fastmri": (".h5",)}
+SINOGRAM_SUFFIXES = (".npy",)
+OUTPUT_SUFFIXES = {"image": (".png", ".npy"), "nifti": NIFTI_SUFFIXES + (".npy",), "fastmri": (".h5",),
+                   "sinogram": (".png", ".npy")}
 # Operators whose measurement y is itself an image a user can hold in a file.
 IMAGE_MEASUREMENTS = ("denoising", "gaussian_blur", "super_resolution")
 # Operators built for one image size: the input must have exactly the run's image shape.
@@ -137,6 +139,12 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             raise ValueError(f"{input_path} is a fastMRI file, already a measurement (a fully sampled one is "
                              "undersampled with the run's mask settings without --simulate): drop --simulate")
         return reconstruct_fastmri(run, input_path, output, seed=seed, progress=progress)
+    if kind == "sinogram":
+        if simulate or run.operator != "ct":
+            raise ValueError(f"{input_path}: a .npy input is a measured CT sinogram (float32, angles x detectors) "
+                             f"for a CT run without --simulate; this run's operator is {run.operator!r}"
+                             + (" and --simulate needs a clean image file (.png, ...)" if simulate else ""))
+        return reconstruct_sinogram(run, input_path, output)
     if kind == "nifti":
         if not simulate:
             raise ValueError(f"{input_path}: a NIfTI volume is taken as the clean truth; pass --simulate")
@@ -150,6 +158,10 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
 
 def reconstruct_measured_image(run: Run, path: Path, output: Path) -> dict:
     """The image file is the measurement ``y`` of an image-to-image operator; no truth, no scores."""
+    if run.operator == "ct":
+        raise ValueError(
+            f"{path}: a CT run reconstructs a measured sinogram given as .npy (float32, its units kept; an image "
+            f"file has lost them), or a clean image with --simulate")
     if run.operator not in IMAGE_MEASUREMENTS:
         raise ValueError(
             f"the run's operator {run.operator!r} does not measure images, so {path} cannot be its measurement; "
@@ -160,6 +172,31 @@ def reconstruct_measured_image(run: Run, path: Path, output: Path) -> dict:
     estimate = _solve(run, y, operator, _config_sigma(run.config))
     _save_image(output, estimate[0])
     side = _side_by_side(output, [("input y", y[0]), ("estimate", estimate[0])], peak=1.0)
+    return {"output": str(output), "side_by_side": str(side)}
+
+
+def reconstruct_sinogram(run: Run, path: Path, output: Path) -> dict:
+    """A measured sinogram ``(angles, detectors)`` or ``(C, angles, detectors)`` in a ``.npy`` file,
+    of the run's CT geometry: reconstruct it; no truth, no scores (FBP is shown beside it)."""
+    operator = Measurement(run.config, run.image_shape).fixed
+    expected = tuple(operator.A(torch.zeros((1, *run.image_shape))).shape[1:])  # (C, angles, detectors)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+    if array.ndim == 2:
+        array = array[None]
+    if tuple(array.shape) != expected or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{path}: a sinogram of shape {tuple(array.shape)} ({array.dtype}); the run's CT geometry "
+                         f"measures {expected[1]} angles x {expected[2]} detectors, shape {expected[1:]} or {expected}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(f"{path}: the sinogram has {int(bad.sum())} NaN or infinite values")
+    y = torch.from_numpy(array.astype(np.float32))[None]
+    estimate = _solve(run, y, operator, _config_sigma(run.config))
+    _save_image(output, estimate[0])
+    fbp = operator.fbp(y)[0]
+    side = _side_by_side(output, [("FBP", fbp), ("estimate", estimate[0])], peak=float(estimate.max().clamp_min(1e-6)))
     return {"output": str(output), "side_by_side": str(side)}
 
 
@@ -327,8 +364,10 @@ def _file_kind(path: Path) -> str:
         return "nifti"
     if name.endswith(FASTMRI_SUFFIXES):
         return "fastmri"
+    if name.endswith(SINOGRAM_SUFFIXES):
+        return "sinogram"
     raise ValueError(f"unsupported input file {path}: expected one of "
-                     f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES + FASTMRI_SUFFIXES)}")
+                     f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES + FASTMRI_SUFFIXES + SINOGRAM_SUFFIXES)}")
 
 
 def _config_sigma(config: dict) -> float:
@@ -498,5 +537,5 @@ def _side_by_side(output: Path, panels: list[tuple[str, torch.Tensor]], peak: fl
     return path
 
 
-__all__ = ["reconstruct", "reconstruct_measured_image", "simulate_image", "simulate_volume", "reconstruct_fastmri",
+__all__ = ["reconstruct", "reconstruct_measured_image", "reconstruct_sinogram", "simulate_image", "simulate_volume", "reconstruct_fastmri",
            "fastmri_measurements", "side_by_side_path"]
