@@ -231,22 +231,9 @@ class FastMRISingleCoil(Dataset):
         files = _h5_files(root_or_files)
         self.split_has_mask = split_has_mask
         self.transform = transform
-        self.files: list[Path] = []
-        self.metadata: list[dict[str, Any]] = []
-        self.examples: list[tuple[int, int]] = []
-        self.skipped: list[tuple[Path, str]] = []
-        for path in files:
-            try:
-                meta = _inspect_file(path, split_has_mask, coils)
-            except ValueError as err:
-                if not skip_bad_files:
-                    raise
-                self.skipped.append((path, str(err)))
-                warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=2)
-                continue
-            self.examples += [(len(self.files), s) for s in range(meta["num_slices"])]
-            self.files.append(path)
-            self.metadata.append(meta)
+        self.files, self.metadata, self.skipped = _inspect_files(
+            files, lambda path: _inspect_file(path, split_has_mask, coils), skip_bad_files)
+        self.examples = [(i, s) for i, meta in enumerate(self.metadata) for s in range(meta["num_slices"])]
         if not self.files:
             raise ValueError(f"none of the {len(files)} HDF5 files could be read; first problem: {self.skipped[0][1]}")
 
@@ -340,26 +327,18 @@ class FastMRIImages(Dataset):
                 raise ValueError(f"crop must be two positive ints (h, w), got {crop!r}")
             crop = (int(crop[0]), int(crop[1]))
         self.crop, self.acs_fraction = crop, float(acs_fraction)
-        self.files: list[Path] = []
-        self.metadata: list[dict[str, Any]] = []
-        self.skipped: list[tuple[Path, str]] = []
         files = _h5_files(root_or_files)
-        for path in files:
-            try:
-                meta = _inspect_file(path, None, coils)
-                if meta["has_mask"]:
-                    raise ValueError(f"{path}: has a 'mask' dataset: its k-space is undersampled (a test-split file) "
-                                     "and holds no ground truth to train or score on; reconstruct it with its own "
-                                     "mask (l2i reconstruct RUN FILE OUT.h5)")
-                meta["crop"] = self._crop_for(path, meta)
-            except ValueError as err:
-                if not skip_bad_files:
-                    raise
-                self.skipped.append((path, str(err)))
-                warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=2)
-                continue
-            self.files.append(path)
-            self.metadata.append(meta)
+
+        def inspect(path: Path) -> dict[str, Any]:
+            meta = _inspect_file(path, None, coils)
+            if meta["has_mask"]:
+                raise ValueError(f"{path}: has a 'mask' dataset: its k-space is undersampled (a test-split file) "
+                                 "and holds no ground truth to train or score on; reconstruct it with its own "
+                                 "mask (l2i reconstruct RUN FILE OUT.h5)")
+            meta["crop"] = self._crop_for(path, meta)
+            return meta
+
+        self.files, self.metadata, self.skipped = _inspect_files(files, inspect, skip_bad_files)
         if not self.files:
             raise ValueError(f"none of the {len(files)} HDF5 files could be read; first problem: {self.skipped[0][1]}")
         shapes = {m["crop"] for m in self.metadata}
@@ -575,3 +554,25 @@ def _h5_files(root_or_files: str | os.PathLike | Sequence[str | os.PathLike]) ->
         if not f.is_file():
             raise ValueError(f"{f}: no such file")
     return files
+
+
+def _inspect_files(files: list[Path], inspect: Callable[[Path], dict[str, Any]],
+                   skip_bad_files: bool) -> tuple[list[Path], list[dict[str, Any]], list[tuple[Path, str]]]:
+    """``inspect`` every file: (readable files, their metadata, skipped ``(path, reason)``).
+
+    A file whose ``inspect`` raises ValueError stops everything, or with ``skip_bad_files`` is
+    skipped with a warning naming the problem.
+    """
+    kept, metadata, skipped = [], [], []
+    for path in files:
+        try:
+            meta = inspect(path)
+        except ValueError as err:
+            if not skip_bad_files:
+                raise
+            skipped.append((path, str(err)))
+            warnings.warn(f"skipping unreadable file (skip_bad_files): {err}", RuntimeWarning, stacklevel=3)
+            continue
+        kept.append(path)
+        metadata.append(meta)
+    return kept, metadata, skipped
