@@ -373,3 +373,19 @@ def test_validation_nmse_is_over_the_whole_set_not_a_mean_of_ratios():
     result = validate(AddOne(), images, measurement, config, torch.device("cpu"))
     assert result["nmse"] == pytest.approx(2 * 0.01**2 / (0.5**2 + 1e-3**2), rel=1e-6)  # 8e-4, not ~50
     assert result["psnr"] > 0 and result["loss"] == pytest.approx(1e-4, rel=1e-4)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_training_with_the_numbers(tmp_path, monkeypatch, capsys):
+    from learn2invert.train import memory_check
+
+    tiny = ("data.train_length=8", "data.val_length=2", "data.patch_size=8", "train.batch_size=8", "train.max_steps=1",
+            "solver.params.steps=1", "solver.params.conv_channels=4", "solver.params.hidden_channels=4")
+    monkeypatch.setattr(memory_check, "available_bytes", lambda device: 1000)  # a machine with 1 kB free
+    assert main(["train", str(SMOKE), "--out", str(tmp_path / "run"), *[a for t in tiny for a in ("--set", t)]]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size=8 needs about" in err and "MiB per sample" in err and "use train.batch_size <= 0" in err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(memory_check, "available_bytes", lambda device: 2**40)
+    assert main(["train", str(SMOKE), "--out", str(tmp_path / "run"), *[a for t in tiny for a in ("--set", t)]]) == 0
+    probe = memory_check.saved_tensor_bytes(lambda: (torch.ones(1, requires_grad=True) * torch.ones(1000)).sum())
+    assert probe >= 4000  # the product saved its 1000-float operand for backward

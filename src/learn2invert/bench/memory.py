@@ -26,9 +26,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
+
+from ..train.memory_check import saved_tensor_bytes
 
 # Defaults under runs/ (git-ignored): a trial run must not overwrite the shipped results in docs/.
 DEFAULT_JSON = "runs/bench/memory.json"
@@ -36,29 +37,6 @@ DEFAULT_CONFIGS_JSON = "runs/bench/config_memory.json"
 FIELDS = ("model", "memory_mode", "dims", "steps", "layers", "image_size", "batch", "peak_bytes", "saved_bytes",
           "step_seconds")
 
-
-def saved_tensor_bytes(loss_fn: Callable[[], torch.Tensor], parameters: Iterable[torch.Tensor] = ()) -> int:
-    """Run ``loss_fn()`` (which builds a graph and returns a scalar) and count what autograd saved.
-
-    Returns the total bytes of the distinct storages packed for backward, leaving out
-    ``parameters`` (their memory exists anyway). The graph is released without a backward pass.
-    """
-    param_ptrs = {p.untyped_storage().data_ptr() for p in parameters}
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        s = t.untyped_storage()
-        if s.data_ptr() not in param_ptrs:
-            storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn()
-    del loss
-    return sum(storages.values())
-
-
-# ------------------------------------------------------------------------------ one measurement
 
 def _rss_bytes(field: str) -> int:
     with open("/proc/self/status") as f:

@@ -44,6 +44,7 @@ from .distributed import DistContext, init_distributed, seed_from
 from .experiment import (PER_STEP_SCHEDULES, Measurement, build_dataset, build_optimizer, build_solver,
                          empty_validation_message)
 from .losses import iterate_loss, pixel_subsample_mask
+from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
 from .validate import validate
 
@@ -298,6 +299,8 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
     solver = build_solver(config if point is None else _without_initial_weights(config), image_shape).to(device)
+    # A batch that cannot fit is refused now, with numbers, instead of being killed by the kernel later.
+    check_batch_fits(solver, train_set[0], measurement, batch_size // ctx.world_size, device)
     local_batch = batch_size // ctx.world_size
     steps_per_epoch = (len(train_set) // ctx.world_size) // local_batch
     epochs, max_steps, val_every, patience = (train_cfg[k] for k in ("epochs", "max_steps", "val_every", "patience"))
