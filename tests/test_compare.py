@@ -101,3 +101,16 @@ def test_compare_ignores_training_only_data_keys():
     assert _check_same_problem({"parent": parent, "tuned": tuned}) is parent  # augmentation is training-only
     with pytest.raises(ValueError, match="differ in their 'data' config"):
         _check_same_problem({"parent": parent, "other": config(scale=0.5)})  # the base scale changes the test slices
+
+
+def test_compare_scores_the_last_weights_when_asked(runs, tmp_path, monkeypatch):
+    import learn2invert.bench.compare as compare_module
+
+    asked = []
+    original = compare_module.load_solver
+    monkeypatch.setattr(compare_module, "load_solver", lambda run, weights="best": asked.append(weights) or
+                        original(run, weights=weights))
+    base = ["bench", "compare", f"rim={runs['rim']}", "--samples", "2", "--no-tv"]
+    assert main(base + ["--out", str(tmp_path / "last"), "--weights", "last"]) == 0
+    assert main(base + ["--out", str(tmp_path / "best")]) == 0
+    assert asked == ["last", "best"]

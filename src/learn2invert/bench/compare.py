@@ -96,8 +96,10 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
 def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, samples: int | None = None,
             show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None,
             tv_validation_samples: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-            test_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+            test_overrides: list[str] | tuple[str, ...] = (), weights: str = "best") -> dict:
     """Score every run and the classical baselines on the same measurements of ``split``.
+
+    ``weights`` picks each run's ``"best"`` (lowest validation loss) or ``"last"`` weights.
 
     ``overrides`` (``key=value`` on ``data.*`` / ``operator.*``) change the test problem, e.g. for
     out-of-distribution scoring; the TV weight is then chosen on the changed problem's validation split.
@@ -116,7 +118,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
         raise ValueError(f"--samples must be >= 1, got {samples}")
     solvers, configs = {}, {}
     for name, run_dir in runs.items():
-        solver, config, _, _ = load_solver(run_dir)
+        solver, config, _, _ = load_solver(run_dir, weights=weights)
         solvers[name], configs[name] = solver, config
     config = with_overrides(_check_same_problem(configs), overrides)
     data_range = config["data"]["data_range"]
@@ -256,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-set", dest="test_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change only the scored data, not the validation data the TV weight is chosen on, e.g. "
                              "--test-set data.name=dicom --test-set data.root=pydicom:MR_small.dcm")
+    parser.add_argument("--weights", default="best", choices=("best", "last"),
+                        help="each run's weights of the lowest validation loss (default) or of its last step")
     args = parser.parse_args(argv)
     runs = named_runs(args.runs, parser)
     check_out(args.out)  # scoring and the TV search take minutes: refuse an unwritable --out first
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
-                     tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides)
+                     tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides,
+                     weights=args.weights)
     path = write(result, args.out)
     print(markdown_table(result))
     if result["tv_weight"] is not None:
