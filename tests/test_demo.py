@@ -35,3 +35,13 @@ def test_summary_and_bad_arguments(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "ROOT", tmp_path)
     with pytest.raises(ValueError, match="ships no MRI models"):
         demo.run_demo(tmp_path / "unused")
+
+
+def test_two_shipped_models_of_one_solver_are_both_in_the_demo(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setattr(pretrained, "available", lambda: ["denoise_rim", "mri_admm", "mri_admm_mixed"])
+    monkeypatch.setattr(pretrained, "card", lambda name: {"solver": name.split("_")[1],
+                                                          "operator": "mri" if name.startswith("mri") else "denoising"})
+    monkeypatch.setattr(pretrained, "path", lambda name: Path("/models") / name)
+    assert demo.shipped_mri_models() == {"admm": Path("/models/mri_admm"), "admm_mixed": Path("/models/mri_admm_mixed")}

@@ -35,14 +35,14 @@ TESTS = (("test slices 4x", ["operator.acceleration=4"], []),
 
 
 def shipped_mri_models() -> dict[str, Path]:
-    """``{solver name: folder}`` of the shipped single-coil MRI models."""
+    """``{short name: folder}`` of the shipped single-coil MRI models (``mri_irim`` -> ``irim``,
+    ``mri_admm_mixed`` -> ``admm_mixed``): one entry per model, also for two of one solver."""
     from . import pretrained
 
     models = {}
     for name in pretrained.available():
-        info = pretrained.card(name)
-        if info.get("operator") == "mri":
-            models[info.get("solver", name)] = pretrained.path(name)
+        if pretrained.card(name).get("operator") == "mri":
+            models[name.removeprefix("mri_")] = pretrained.path(name)
     if not models:
         raise ValueError("this installation ships no MRI models (learn2invert/pretrained is empty); reinstall learn2invert")
     return models
