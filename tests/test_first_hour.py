@@ -302,7 +302,7 @@ def test_bench_compare_shows_the_tv_search(monkeypatch, capsys):
     config = load_config(SMOKE, TINY)
     solver = torch.nn.Identity()  # stands in for a trained run: the adjoint as its one iterate
     solver.forward = lambda y, op, sigma=None: [op.A_adjoint(y)]
-    monkeypatch.setattr(compare, "load_solver", lambda run_dir: (solver, config, None, None))
+    monkeypatch.setattr(compare, "load_solver", lambda run_dir, **kwargs: (solver, config, None, None))
     for show in (True, False):
         compare.compare({"a": "run"}, samples=2, tv_iterations=2, tv_grid=[0.01, 0.1], show_progress=show)
         assert ("TV weight search" in capsys.readouterr().err) == show

@@ -42,8 +42,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         last = result["epochs"][-1] if result["epochs"] else {}
         print(f"run: {result['run_dir']}  " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_")))
     if result.get("warning"):
-        # A non-finite final validation loss is a failed run (exit 4); a large PSNR drop only a warning.
-        failed = not math.isfinite(result["epochs"][-1].get("val_loss", 0.0))
+        # A non-finite final validation loss, or a PSNR below 0 dB (worse than an all-black image), is a
+        # failed run (exit 4); a large PSNR drop from the run's best only a warning.
+        last = result["epochs"][-1]
+        failed = not math.isfinite(last.get("val_loss", 0.0)) or last.get("val_psnr", 0.0) < 0
         if result.get("rank", 0) == 0:
             print(f"l2i train: {'error' if failed else 'warning'}: {result['warning']}", file=sys.stderr)
         return 4 if failed else 0
@@ -217,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str):
+    """A ``warnings.formatwarning`` that prints a warning meant for the user (a colour photo made
+    grey, a notice) as one line, ``l2i COMMAND: warning: ...``, instead of Python's two lines with
+    the source file and line; other libraries' warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.formatwarning
+
+    def format(message, category, filename, lineno, line=None):
+        if "learn2invert" in str(filename) or category.__module__.split(".")[0] == "learn2invert":
+            return f"l2i {command}: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    return format
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -232,12 +250,17 @@ def main(argv: list[str] | None = None) -> int:
             from pathlib import Path
 
             args.out = str(Path("runs") / Path(args.config).stem)
+    import warnings
+
+    python_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning(args.command)
     try:
         return args.func(args)
     except ValueError as err:
         # Bad input is the user's to fix: say what is wrong without a traceback.
         print(f"l2i {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ def _build_tasks(size: int, seed: int) -> list[Task]:
     def crop(name: str, grey: bool = True) -> torch.Tensor:
         img = load_image(name, grey=grey)
         c, h, w = img.shape
+        if size > min(h, w):
+            raise ValueError(f"--size {size} is larger than the embedded photograph '{name}' ({h}x{w}); "
+                             f"use --size {min(h, w)} or less")
         top, left = (h - size) // 2, (w - size) // 2
         return img[None, :, top : top + size, left : left + size].contiguous()
 
@@ -125,6 +128,8 @@ def run_tour(out: str | Path, size: int = 128, seed: int = 0, show_progress: boo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"--size is the image size in pixels and must be an integer >= 16, got {size!r}")
     out = check_output_folder(out)  # a file named like the folder, or a read-only one: one line, before any work
     torch.manual_seed(seed)
     start = time.perf_counter()

@@ -234,12 +234,13 @@ def write(result: dict, out: str | Path) -> Path:
 
 
 def named_runs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
-    """``["irim=runs/a", ...]`` -> ``{"irim": "runs/a", ...}``; a malformed item is a usage error."""
+    """``["irim=runs/a", ...]`` -> ``{"irim": "runs/a", ...}``; a malformed item is a one-line ``ValueError``
+    (not argparse's usage text, which wraps over several lines)."""
     runs = {}
     for item in items:
         name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"runs are given as NAME=RUN_DIR, got {item!r}")
+        if not sep or not name or not path:
+            raise ValueError(f"runs are given as NAME=RUN_DIR (e.g. irim=runs/irim), got {item!r}")
         runs[name] = path
     return runs
 

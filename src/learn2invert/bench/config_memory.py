@@ -87,6 +87,11 @@ def run_configs(items: list[str], batches: tuple[int, int] = (1, 4), budget_mb: 
     """
     from tqdm import tqdm
 
+    from ..train.config import load_config
+
+    for item in items:  # a missing file or a wrong key: one line naming it, before any subprocess
+        spec = parse_item(item)
+        load_config(spec["config"], spec["overrides"])
     rows = []
     for item in tqdm(items, desc="memory", unit="config", disable=not show_progress):
         spec = {**parse_item(item), "threads": threads}

@@ -159,10 +159,13 @@ def read_image(path: str | Path, grey: bool = True, warn_colour: bool = False) -
     from skimage.io import imread
 
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"image file {path} is empty (0 bytes)")
     try:
         image = imread(str(path))
-    except Exception as err:  # imageio / Pillow raise many types for a bad file
-        raise ValueError(f"could not read image file {path}: {err}") from err
+    except Exception as err:  # imageio / Pillow raise many types for a bad file, some over many lines
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ValueError(f"could not read image file {path}: {first}") from err
     if np.issubdtype(image.dtype, np.inexact) and not np.all(np.isfinite(image)):
         # Checked before the conversion, whose clipping would turn +-Inf into 1 and 0 silently.
         nan, inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())

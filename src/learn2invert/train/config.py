@@ -104,6 +104,8 @@ _NON_NEGATIVE = {"operator.noise_sigma", "operator.acceleration", "operator.cent
                  "train.epochs", "train.max_steps", "train.val_every", "train.patience", "train.batch_size",
                  "train.time_limit_minutes", "train.grad_clip", "train.val_batch_size", "data.train_length",
                  "data.val_length", "data.patch_size"}
+# Keys that count things a run cannot do without.
+_POSITIVE = {"train.batch_size", "train.val_batch_size"}
 _EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -151,6 +153,8 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"config key '{dotted}' must be an integer, got {value!r}")
         if dotted in _NON_NEGATIVE and value < 0:
             raise ConfigError(f"config key '{dotted}' must be >= 0, got {value!r}")
+        if dotted in _POSITIVE and value < 1:
+            raise ConfigError(f"config key '{dotted}' must be >= 1, got {value!r}")
         return type(default)(value)
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
@@ -201,11 +205,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML text file (not UTF-8 text; give a .yaml config such as "
+                              "configs/smoke.yaml)") from None
         except yaml.YAMLError as err:  # one line naming the file and the position, not PyYAML's traceback
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
-        user = loaded or {}
+        if loaded is None:  # defaults alone would train the default problem for a long time
+            raise ConfigError(f"{path}: the config file is empty; a config names at least its data, operator and "
+                              "solver (see configs/smoke.yaml)")
+        user = loaded
     for item in overrides:
         keys, value = parse_override(item)
         node = user
