@@ -99,8 +99,8 @@ def test_a_config_that_is_not_text_names_the_file(tmp_path):
         load_config(png)
 
 
-@pytest.mark.parametrize("key", ["train.batch_size", "train.val_batch_size"])
-def test_a_batch_of_zero_is_refused_naming_the_key(key):
+@pytest.mark.parametrize("key", ["train.batch_size", "train.val_batch_size", "data.patch_size"])
+def test_a_batch_or_patch_of_zero_is_refused_naming_the_key(key):
     with pytest.raises(ConfigError, match=rf"'{key}' must be >= 1, got 0"):
         load_config(SMOKE, [f"{key}=0"])
 

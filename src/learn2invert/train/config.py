@@ -105,7 +105,7 @@ _NON_NEGATIVE = {"operator.noise_sigma", "operator.acceleration", "operator.cent
                  "train.time_limit_minutes", "train.grad_clip", "train.val_batch_size", "data.train_length",
                  "data.val_length", "data.patch_size"}
 # Keys that count things a run cannot do without.
-_POSITIVE = {"train.batch_size", "train.val_batch_size"}
+_POSITIVE = {"train.batch_size", "train.val_batch_size", "data.patch_size"}
 _EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
