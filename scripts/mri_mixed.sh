@@ -51,6 +51,6 @@ for m in admm irim; do
   $L2I pretrained export "runs/pretrained/mri_${m}_mixed" "mri_${m}_mixed" --method "${m}_mixed" --weights last \
     --task "single-coil MRI, 64x64 complex images, 2x to 8x random 1D Cartesian masks; fine-tuned for scans unlike the template brain" \
     --data "BrainSliceMix with crops of the training photographs mixed in (data.params.natural), from the shipped mri_$m" \
-    --command "$(grep '^#   ' configs/pretrained/mri_${m}_mixed.yaml | sed 's/^#   //' | paste -sd ';' -)" \
+    --command "$(grep '^#   ' configs/pretrained/mri_${m}_mixed.yaml | sed 's/^#   //' | paste -sd '\n' -)" \
     --metrics "test slices 4x=$OUT/mixed_test_4x.json" "test slices 8x=$OUT/mixed_test_8x.json" "real MR 4x=$OUT/mixed_real_4x.json"
 done

@@ -49,12 +49,17 @@ def test_export_list_and_load_give_the_runs_best_weights(shipped, capsys):
     assert "tiny" in out and "test: rim 20.00 dB" in out
 
 
-def test_export_of_the_last_weights(shipped, tmp_path):
+def test_export_of_the_last_weights(shipped, tmp_path, capsys):
     run, _ = shipped
     folder = pretrained.export(run, "tiny_last", {"task": "t", "command": "c", "metrics": {}}, destination=tmp_path / "p",
                                weights="last")
     card = json.loads((folder / "card.json").read_text())
     assert card["weights"] == "last" and "shipped weights: the last step" in (folder / "README.md").read_text()
+    pretrained.export(run, "a_much_longer_model_name", {"task": "t", "command": "c", "metrics": {}},
+                      destination=pretrained.ROOT)
+    assert main(["pretrained", "list"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in ("name", "tiny")]
+    assert rows[0].index("solver") == rows[1].index("rim") == len("a_much_longer_model_name") + 1  # columns align
     solver = loop.load_solver(folder, weights="best")[0]  # a shipped folder's model.safetensors is what it ships
     for key, value in loop.load_solver(run, weights="last")[0].state_dict().items():
         assert torch.equal(solver.state_dict()[key], value), key

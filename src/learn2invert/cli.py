@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -98,14 +99,15 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
     if not names:
         print("no shipped models in this installation")
         return 0
-    print(f"{'name':<12} {'solver':<8} {'parameters':>10} {'steps':>6}  task")
+    width = max(12, *(len(n) for n in names))
+    print(f"{'name':<{width}} {'solver':<8} {'parameters':>10} {'steps':>6}  task")
     for name in names:
         info = pretrained.card(name)
-        print(f"{name:<12} {info.get('solver', ''):<8} {info.get('parameters', 0):>10,} {info.get('optimiser_steps', 0):>6}  "
-              f"{info.get('task', '')}")
+        print(f"{name:<{width}} {info.get('solver', ''):<8} {info.get('parameters', 0):>10,} "
+              f"{info.get('optimiser_steps', 0):>6}  {info.get('task', '')}")
         for test, methods in info.get("metrics", {}).items():
             row = ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in methods.items())
-            print(f"{'':<12} {test}: {row}")
+            print(f"{'':<{width}} {test}: {row}")
     print(f"model cards: {pretrained.ROOT}/<name>/README.md")
     return 0
 
@@ -255,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     python_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning(args.command)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`l2i pretrained list | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ValueError as err:
         # Bad input is the user's to fix: say what is wrong without a traceback.
         print(f"l2i {args.command}: error: {err}", file=sys.stderr)
