@@ -75,6 +75,10 @@ TABLES: dict[str, dict] = {
         "paper": "The shipped MRI models (i-RIM, RIM over 2x-8x; fixed step counts): test slices 4x/8x, real MR scan",
         "steps": [_cmd("bash scripts/pretrained_mri.sh")],
     },
+    "mixed_mri": {
+        "paper": "Shipped MRI models for real scans: photographs in the training mix (ablation, mri_*_mixed)",
+        "steps": [_cmd("bash scripts/mri_mixed.sh")],
+    },
     "flows": {
         "paper": "Flow-unfolding (2021) Tables I-IV: GLOW prox vs ResNet / U-Net prox, plug-and-play, out of distribution",
         "steps": [_cmd("bash scripts/flow_experiments.sh"), _cmd("l2i bench flows --out docs/benchmarks")],
