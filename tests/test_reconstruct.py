@@ -315,3 +315,17 @@ def test_ct_run_reconstructs_a_measured_sinogram(tmp_path_factory, tmp_path, cap
     png = _write_png(tmp_path / "sino.png", *sinogram.shape)
     assert main(["reconstruct", str(run), str(png), str(tmp_path / "x.png")]) == 2
     assert "measured sinogram given as .npy" in capsys.readouterr().err
+
+
+def test_mri_run_simulates_a_dicom_slice(mri_run, tmp_path, capsys):
+    pytest.importorskip("pydicom")
+    from learn2invert.data.dicom import resolve_dicom_paths
+
+    scan = resolve_dicom_paths("pydicom:MR_small.dcm")[0]  # a real 64 x 64 MR slice
+    result = reconstruct(mri_run, scan, tmp_path / "mr.png", simulate=True, seed=1)
+    assert (tmp_path / "mr.png").is_file() and Path(result["side_by_side"]).is_file()
+    assert result["metrics"]["estimate"]["psnr"] > 10 and result["metrics"]["adjoint"]["psnr"] > 10
+    (tmp_path / "fake.dcm").write_text("not dicom")
+    assert main(["reconstruct", str(mri_run), str(tmp_path / "fake.dcm"), str(tmp_path / "x.png"), "--simulate"]) == 2
+    err = capsys.readouterr().err
+    assert "fake.dcm" in err and "Traceback" not in err

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconstruct",
                         help="reconstruct your own file (image, NIfTI volume, fastMRI .h5) with a trained run",
                         description="l2i reconstruct RUN_DIR INPUT OUTPUT, or l2i reconstruct --pretrained NAME INPUT "
-                                    "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a measured CT sinogram (.npy), a clean image "
+                                    "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a measured CT sinogram (.npy), a clean image (also .dcm) "
                                     "or NIfTI volume with --simulate, or a fastMRI single- or multi-coil .h5 (MRI "
                                     "runs; a fully sampled one is undersampled with the run's masks first). OUTPUT: "
                                     ".png or .npy for images, .nii/.nii.gz/.npy for volumes, .h5 for fastMRI files; a "

@@ -43,7 +43,7 @@ from .experiment import Measurement
 from .loop import load_solver, resolve_device
 from .validate import magnitude
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")  # .dcm: one 2D DICOM image (pydicom)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FASTMRI_SUFFIXES = (".h5",)
 SINOGRAM_SUFFIXES = (".npy",)
@@ -382,7 +382,12 @@ def _config_sigma(config: dict) -> float:
 
 def _read_image(path: Path, run: Run) -> torch.Tensor:
     """Image file -> (C, H, W) in [0, 1], grey or RGB as the run's images; a colour photo made
-    grey for a grey run warns (naming the file), and NaN / Inf pixels are refused."""
+    grey for a grey run warns (naming the file), and NaN / Inf pixels are refused. A DICOM image
+    (rescale slope and intercept applied) is scaled to [0, 1] by its minimum and maximum."""
+    if path.suffix.lower() == ".dcm":
+        from ..data.dicom import DicomImages
+
+        return DicomImages(path, complex=False)[0]
     return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3, warn_colour=True))
 
 
