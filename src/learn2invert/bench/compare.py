@@ -233,7 +233,7 @@ def write(result: dict, out: str | Path) -> Path:
     return json_path
 
 
-def named_runs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+def named_runs(items: list[str]) -> dict[str, str]:
     """``["irim=runs/a", ...]`` -> ``{"irim": "runs/a", ...}``; a malformed item is a one-line ``ValueError``
     (not argparse's usage text, which wraps over several lines)."""
     runs = {}
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="best", choices=("best", "last"),
                         help="each run's weights of the lowest validation loss (default) or of its last step")
     args = parser.parse_args(argv)
-    runs = named_runs(args.runs, parser)
+    runs = named_runs(args.runs)
     check_out(args.out)  # scoring and the TV search take minutes: refuse an unwritable --out first
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
                      tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides,

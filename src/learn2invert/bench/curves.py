@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output path without suffix (writes .png, .md, .json)")
     parser.add_argument("--title", default="", help="figure title")
     args = parser.parse_args(argv)
-    runs = named_runs(args.runs, parser)
+    runs = named_runs(args.runs)
     curves = read_curves(runs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -243,16 +243,16 @@ def train(config_path: str | Path | None, out: str | Path, overrides: tuple[str,
     """
     ctx = init_distributed()
     run_dir = Path(out)
-    created = not run_dir.exists()
+    created, failed = not run_dir.exists(), False
     try:
         return _train(ctx, config_path, run_dir, tuple(overrides), resume, show_progress and ctx.is_main)
     except Exception:
-        _unlock_run_folder(run_dir)
-        if created and ctx.is_main:
-            _remove_run_without_weights(run_dir)
+        failed = True
         raise
     finally:
         _unlock_run_folder(run_dir)
+        if failed and created and ctx.is_main:
+            _remove_run_without_weights(run_dir)
         ctx.close()
 
 
@@ -299,9 +299,9 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
     solver = build_solver(config if point is None else _without_initial_weights(config), image_shape).to(device)
-    # A batch that cannot fit is refused now, with numbers, instead of being killed by the kernel later.
-    check_batch_fits(solver, train_set[0], measurement, batch_size // ctx.world_size, device)
     local_batch = batch_size // ctx.world_size
+    # A batch that cannot fit is refused now, with numbers, instead of being killed by the kernel later.
+    check_batch_fits(solver, train_set[0], measurement, local_batch, device)
     steps_per_epoch = (len(train_set) // ctx.world_size) // local_batch
     epochs, max_steps, val_every, patience = (train_cfg[k] for k in ("epochs", "max_steps", "val_every", "patience"))
     # Negative counts are refused when the config is read; zero epochs mean something only with max_steps.

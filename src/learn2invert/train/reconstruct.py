@@ -179,7 +179,7 @@ def reconstruct_sinogram(run: Run, path: Path, output: Path) -> dict:
     """A measured sinogram ``(angles, detectors)`` or ``(C, angles, detectors)`` in a ``.npy`` file,
     of the run's CT geometry: reconstruct it; no truth, no scores (FBP is shown beside it)."""
     operator = Measurement(run.config, run.image_shape).fixed
-    expected = tuple(operator.A(torch.zeros((1, *run.image_shape))).shape[1:])  # (C, angles, detectors)
+    expected = (run.image_shape[0], operator.n_angles, operator.n_detectors)
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:

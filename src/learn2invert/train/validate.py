@@ -109,16 +109,16 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
         y, op, sigma = measurement(x, generator)
         iterates = solver(y, op, sigma=sigma, steps=steps)
         last.append(score_batch(iterates[-1], x, data_range))
-        est, ref = magnitude(iterates[-1].detach()).double(), magnitude(x).double()
-        squared_error += float((est - ref).pow(2).sum())
-        squared_norm += float(ref.pow(2).sum())
+        est, ref = magnitude(iterates[-1].detach()), magnitude(x)
+        squared_error += float((est.double() - ref.double()).pow(2).sum())
+        squared_norm += float(ref.double().pow(2).sum())
         if loss is not None:
             loss_sum += float(LOSSES[loss](iterates[-1].float(), x)) * x.shape[0]
             count += x.shape[0]
         x_adjoint = back_projection(op, y)
         adjoint.append(score_batch(x_adjoint, x, data_range))
         if volumes is not None:
-            volumes.add(magnitude(iterates[-1].detach()), magnitude(x_adjoint), magnitude(x))
+            volumes.add(est, magnitude(x_adjoint), ref)
         if every_iterate:
             per_iter.append([score_batch(it, x, data_range) for it in iterates])
     solver.train(was_training)
