@@ -1,5 +1,6 @@
 """The i-RIM solver: iterates, invertible training equal to autograd, memory, errors, and its benchmark."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,17 +135,34 @@ def test_identity_init_returns_the_initial_estimate_until_trained():
     assert all(layer.block.up.parametrizations.weight.original0.grad.abs().sum() > 0 for layer in model.blocks[0])
 
 
-def test_speed_bench_times_every_model(monkeypatch):
+def test_speed_bench_times_every_model_and_counts_its_flops(monkeypatch):
     from learn2invert.bench import speed
 
-    small = {"irim": lambda: IRIM(2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,)),
-             "irim (autograd)": lambda: IRIM(2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,),
-                                             memory="autograd")}
-    monkeypatch.setattr(speed, "_models", lambda size: small)
-    records = speed.measure(size=8, batch=2, repeats=1)
+    tiny = {"steps": 1, "state_channels": 4, "hidden_channels": 4, "downsampling": [1]}
+    small = {"irim": ({"name": "irim", "params": tiny}, 4),
+             "irim (autograd)": ({"name": "irim", "params": {**tiny, "memory": "autograd"}}, 4)}
+    monkeypatch.setattr(speed, "MODELS", small)
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    result = speed.measure(size=8, batch=2, repeats=1, data_config=smoke)
+    records = result["models"]
     assert [r["model"] for r in records] == list(small)
     assert all(r["train_steps_per_s"] > 0 and r["inference_ms_per_slice"] > 0 for r in records)
-    assert "| irim (autograd) |" in speed.markdown_table(records)
+    assert all(r["achieved_gflops"] > 0 and r["share_of_limit"] > 0 for r in records)
+    # The invertible engine recomputes each block's forward pass during backward: more FLOPs than autograd.
+    assert records[0]["train_step_gflop"] > records[1]["train_step_gflop"]
+    assert result["data"]["draw_seconds"] > 0 and result["data"]["simulate_seconds"] > 0
+    table = speed.markdown_table(result)
+    assert "| irim (autograd) |" in table and "share of limit" in table
+
+
+def test_flop_count_of_a_convolution_matches_the_formula():
+    from learn2invert.bench.flops import count_flops
+
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    forward = 2 * 2 * 8 * 8 * 3 * 5 * 9
+    assert count_flops(lambda: conv(x)).total == forward
+    assert count_flops(lambda: conv(x).sum().backward()).total == 3 * forward  # + grad input + grad weight
 
 
 def test_bf16_autocast_invertible_gradients_follow_autograd():
