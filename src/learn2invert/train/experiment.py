@@ -187,9 +187,18 @@ class Measurement:
     def _check_coil_params(self, params: dict) -> None:
         """``operator.params`` of MRI: ``coils`` (number of receive coils; absent or 0: single-coil),
         ``maps`` (``true``: the solver gets the simulated maps; ``estimated``: maps estimated from
-        the measured calibration region), and the geometry of
-        :func:`~learn2invert.operators.multicoil.simulated_coil_maps`. Other keys are ignored, as
-        they always were for MRI (runs whose config kept another operator's params still load)."""
+        the measured calibration region), the geometry of
+        :func:`~learn2invert.operators.multicoil.simulated_coil_maps`, and ``fft_dims`` (volumes
+        ``(2, D, H, W)``: ``2`` measures each slice's 2-D k-space, as multi-slice 2-D acquisitions
+        do; ``3`` or absent: the 3-D FFT). Other keys are ignored, as they always were for MRI
+        (runs whose config kept another operator's params still load)."""
+        fft_dims = params.get("fft_dims")
+        if fft_dims is not None and (isinstance(fft_dims, bool) or fft_dims not in (2, 3)):
+            raise ConfigError(f"config key 'operator.params.fft_dims' must be 2 (per-slice 2-D FFT) or 3 (3-D FFT of "
+                              f"volumes), or left out; got {fft_dims!r}")
+        if fft_dims == 3 and len(self.image_shape) != 4:
+            raise ConfigError(f"config key 'operator.params.fft_dims': 3 (a 3-D FFT) needs volumes (2, D, H, W), the "
+                              f"data gives shape {self.image_shape}")
         coils = params.get("coils", 0)
         if isinstance(coils, bool) or not isinstance(coils, int) or coils < 0:
             raise ConfigError(f"config key 'operator.params.coils' must be an integer >= 0 (0: single-coil), got {coils!r}")
@@ -279,7 +288,9 @@ class Measurement:
                 center = 0.32 / acc if center == "fastmri" else center  # fastMRI's pairs: 4x/8%, 8x/4%
                 masks.append(fn((w,), acc, center, seed=seed).reshape(1, 1, w).expand(1, h, w))
         mask = torch.stack(masks)  # (B, 1, H, W)
-        if len(self.image_shape) == 4:  # 3D volumes: the same 2D pattern on every slice
+        if len(self.image_shape) == 4:
+            # 3D volumes: the same 2D pattern on every slice, as multi-slice 2-D acquisitions repeat
+            # one phase-encoding schedule for all slices (fastMRI stores one mask per volume).
             mask = mask.unsqueeze(2)
         params = self.cfg["params"]
         if params.get("coils"):
@@ -292,8 +303,14 @@ class Measurement:
                 simulated_coil_maps(int(params["coils"]), (h, w), generator=generator,
                                     rotation=float(2 * math.pi * torch.rand((), generator=generator)), **geometry)
                 for _ in range(batch)])  # (B, 2, C, H, W)
-            return operators.MultiCoilMRI(mask, maps)
-        return operators.SingleCoilMRI(mask)
+            return operators.MultiCoilMRI(mask, maps, fft_dims=self.fft_dims)
+        return operators.SingleCoilMRI(mask, fft_dims=self.fft_dims)
+
+    @property
+    def fft_dims(self) -> int | None:
+        """MRI's ``operator.params.fft_dims`` (None: the rank of the data decides, 3-D FFT for volumes)."""
+        value = self.cfg["params"].get("fft_dims")
+        return None if value is None else int(value)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, operators.LinearOperator, torch.Tensor]:
         """x: (B, *image_shape) -> (y, operator, sigma) with sigma of shape (B, 1, ..., 1)."""

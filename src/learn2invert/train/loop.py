@@ -116,7 +116,10 @@ def _concat_operators(ops: list):
                             torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
                             fft_dims=first.fft_dims)
     if all(type(op) is type(first) and isinstance(getattr(op, "mask", None), torch.Tensor) for op in ops):
-        return type(first)(torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops]))
+        masks = torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops])
+        if hasattr(first, "fft_dims"):  # MRI: keep the FFT model (per-slice 2-D or 3-D) of the samples
+            return type(first)(masks, fft_dims=first.fft_dims)
+        return type(first)(masks)
     raise TypeError(f"cannot batch per-sample operators of type {type(first).__name__}: "
                     "the training loop stacks per-sample physics through a 'mask' buffer")
 

@@ -463,13 +463,16 @@ def _reconstruct_kspace_volume(run: Run, items: list[dict], measured: list[tuple
 def _masked_kspace(item: dict, mask: torch.Tensor):
     """A fastMRI item and a ``(1, 1, W)`` column mask -> (measured k-space ``(1, 2, H, W)`` with +0
     off the mask, its :class:`SingleCoilMRI`); a multi-coil item gives ``(1, 2, C, H, W)`` and a
-    :class:`MultiCoilMRI` with sensitivities estimated from the measured calibration region."""
+    :class:`MultiCoilMRI` with sensitivities estimated from the measured calibration region.
+
+    fastMRI volumes are multi-slice 2-D acquisitions: every slice is measured, and reconstructed,
+    with its own 2-D FFT (``fft_dims=2``, the per-slice model), never a 3-D FFT across slices."""
     kspace = item["kspace"][None]
     if kspace.dim() == 5:
         mask = mask.to(torch.bool)
         y = torch.where(mask, kspace, torch.zeros_like(kspace))  # (1, 1, W) broadcasts over coils and rows
-        return y, MultiCoilMRI(mask, estimate_sensitivities(y))
-    operator = SingleCoilMRI(mask)
+        return y, MultiCoilMRI(mask, estimate_sensitivities(y), fft_dims=2)
+    operator = SingleCoilMRI(mask, fft_dims=2)
     return torch.where(operator.mask, kspace, torch.zeros_like(kspace)), operator
 
 
