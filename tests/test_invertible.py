@@ -16,7 +16,7 @@ def _coupling(channels: int, seed: int) -> AdditiveCoupling:
 
 
 class _Scale(InvertibleModule):
-    """A layer that uses the generic reverse (inversion + re-run of forward): y = x * exp(a) + b."""
+    """A layer that uses the generic invert_and_backward (inversion + re-run of forward): y = x * exp(a) + b."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -71,7 +71,7 @@ def test_engine_walks_untied_layers_in_reverse_order():
     layers = [_coupling(4, seed=i).double() for i in range(4)]
     seen_forward, seen_reverse = [], []
     for i, layer in enumerate(layers):
-        original, original_forward = layer.reverse, layer.forward
+        original, original_forward = layer.invert_and_backward, layer.forward
 
         def record(x, original_forward=original_forward, i=i):
             seen_forward.append((i, x.detach().clone()))
@@ -84,7 +84,7 @@ def test_engine_walks_untied_layers_in_reverse_order():
             seen_reverse.append((i, x.clone()))
             return x, gx, gp
 
-        layer.reverse = spy
+        layer.invert_and_backward = spy
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
     invertible_sequence(layers, x).sum().backward()
     forward = dict(seen_forward)

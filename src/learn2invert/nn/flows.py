@@ -31,7 +31,7 @@ log-det now is an ordinary output of the invertible stack, the engine's layer-wi
 back-propagation delivers exact gradients of any loss on it (``log_prob`` included), with no
 extra pass and nothing stored. ActNorm and the 1x1 convolution go through the same channel
 (their constant densities are simply broadcast), so all three layers share one mechanism.
-The coupling's :meth:`AffineCoupling.reverse_packed` evaluates its network once, for both the
+The coupling's :meth:`AffineCoupling.invert_and_backward_packed` evaluates its network once, for both the
 inversion and the local backward, as the engine's additive couplings do.
 
 ``memory="invertible"`` uses the engine for the per-level stacks of :meth:`Glow.encode` (packed
@@ -110,16 +110,16 @@ class FlowLayer(InvertibleModule):
     On top of them this class provides
 
     - the plain :class:`InvertibleModule` interface ``forward(x) -> y``, ``inverse(y) -> x`` and a
-      generic ``reverse`` (so a stack of flow layers trains through
+      generic ``invert_and_backward`` (so a stack of flow layers trains through
       :func:`~learn2invert.nn.invertible.invertible_sequence` for losses on ``y`` alone);
     - ``forward_and_logdet(x) -> (y, logdet (B,))`` for the plain autograd path;
-    - the packed interface ``forward_packed`` / ``inverse_packed`` / ``reverse_packed`` on
+    - the packed interface ``forward_packed`` / ``inverse_packed`` / ``invert_and_backward_packed`` on
       ``(B, C + 1, H, W)`` states whose last channel carries the running log-det density (see
       the module docstring); :meth:`engine_view` wraps it for the engine.
 
     ``forward``, ``forward_and_logdet`` and ``forward_packed`` call :meth:`_data_init` first
     (ActNorm's data-dependent initialisation); the inverse paths and the re-runs inside
-    ``reverse`` never do, so no initialisation can happen during a backward pass or a decode.
+    ``invert_and_backward`` never do, so no initialisation can happen during a backward pass or a decode.
     """
 
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
@@ -147,8 +147,8 @@ class FlowLayer(InvertibleModule):
         y, density = self.transform(x)
         return y, _sum_density(density, x)
 
-    def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
-        # InvertibleModule.reverse, but re-running transform (never the initialising forward).
+    def invert_and_backward(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+        # InvertibleModule.invert_and_backward, but re-running transform (never the initialising forward).
         with torch.no_grad():
             x = self.untransform(y)[0]
         with torch.enable_grad():
@@ -168,7 +168,7 @@ class FlowLayer(InvertibleModule):
         x, density = self.untransform(y)
         return torch.cat([x, ld - density], dim=1)
 
-    def reverse_packed(self, state: torch.Tensor, grad_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def invert_and_backward_packed(self, state: torch.Tensor, grad_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Generic: rebuild the packed input, then back-propagate through one re-run of the layer."""
         with torch.no_grad():
             prev = self.inverse_packed(state)
@@ -197,8 +197,8 @@ class _PackedView:
     def inverse(self, state):
         return self.layer.inverse_packed(state)
 
-    def reverse(self, state, grad_state):
-        return self.layer.reverse_packed(state, grad_state)
+    def invert_and_backward(self, state, grad_state):
+        return self.layer.invert_and_backward_packed(state, grad_state)
 
     def trainable_parameters(self):
         return self.layer.trainable_parameters()
@@ -207,7 +207,7 @@ class _PackedView:
 class _InvertedView:
     """Engine protocol for a layer run backwards (``forward = inverse``), as in :meth:`Glow.decode`.
 
-    The reverse is generic (one forward transform to rebuild, one inverse re-run to
+    Its invert_and_backward is generic (one forward transform to rebuild, one inverse re-run to
     back-propagate): decoding needs no log-det, and the engine then stores nothing either.
     """
 
@@ -220,7 +220,7 @@ class _InvertedView:
     def inverse(self, x):
         return self.layer.transform(x)[0]
 
-    def reverse(self, x, grad_x):
+    def invert_and_backward(self, x, grad_x):
         with torch.no_grad():
             y = self.layer.transform(x)[0]
         with torch.enable_grad():
@@ -333,7 +333,7 @@ class AffineCoupling(FlowLayer):
     conv3x3, the last one zero-initialised so the coupling starts as ``y_b = 0.88 x_b``.
     Log-det density per pixel: ``sum_c log s`` (computed as ``logsigmoid(h + 2)``, stable).
 
-    :meth:`reverse` and :meth:`reverse_packed` evaluate ``NN`` once: since ``y_a = x_a`` its
+    :meth:`invert_and_backward` and :meth:`invert_and_backward_packed` evaluate ``NN`` once: since ``y_a = x_a`` its
     output gives both ``x_b = (y_b - t) / s`` and, through its graph, the local backward.
 
     With ``additive=True`` the scale is fixed at ``s = 1`` (GLOW's additive coupling, volume
@@ -406,11 +406,11 @@ class AffineCoupling(FlowLayer):
         x = torch.cat([ya, xb], dim=1)
         return x, log_s.detach().sum(dim=1, keepdim=True), grad_x, list(grads[1:])
 
-    def reverse(self, y, grad_y):
+    def invert_and_backward(self, y, grad_y):
         x, _, grad_x, param_grads = self._rebuild_and_backward(y, grad_y)
         return x, grad_x, param_grads
 
-    def reverse_packed(self, state, grad_state):
+    def invert_and_backward_packed(self, state, grad_state):
         y, ld = state[:, :-1], state[:, -1:]
         x, density, grad_x, param_grads = self._rebuild_and_backward(y, grad_state[:, :-1], grad_state[:, -1:])
         # The log-det channel passes straight through (d ld_out / d ld_in = 1).

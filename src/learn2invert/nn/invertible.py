@@ -9,9 +9,9 @@ layer's worth, whatever the depth.
 A layer takes part by implementing the :class:`InvertibleLayer` protocol:
 
 - ``forward(x) -> y`` and ``inverse(y) -> x`` (exact inverses of each other);
-- ``reverse(y, grad_y) -> (x, grad_x, param_grads)``: rebuild the input and back-propagate
+- ``invert_and_backward(y, grad_y) -> (x, grad_x, param_grads)``: rebuild the input and back-propagate
   ``grad_y`` through the layer; ``param_grads`` follows ``trainable_parameters()`` (None where a
-  parameter got no gradient). :class:`InvertibleModule` gives a generic ``reverse`` (inversion
+  parameter got no gradient). :class:`InvertibleModule` gives a generic ``invert_and_backward`` (inversion
   plus one re-run of ``forward`` under autograd). Additive couplings override it so that the
   single evaluation of the coupling function serves both the inversion and the local backward;
 - ``trainable_parameters() -> list[Tensor]``.
@@ -52,7 +52,7 @@ class InvertibleLayer(Protocol):
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor: ...
 
-    def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]: ...
+    def invert_and_backward(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]: ...
 
     def trainable_parameters(self) -> list[torch.Tensor]: ...
 
@@ -67,7 +67,7 @@ def local_backward(outputs: torch.Tensor, inputs: Sequence[torch.Tensor], grad_o
 class InvertibleModule(nn.Module):
     """Base class of invertible ``nn.Module`` layers. Subclasses define ``forward`` and ``inverse``.
 
-    The default :meth:`reverse` inverts under ``no_grad`` and then re-runs ``forward`` on the
+    The default :meth:`invert_and_backward` inverts under ``no_grad`` and then re-runs ``forward`` on the
     rebuilt input under autograd: two evaluations of the layer. Override it where a cheaper
     route exists (additive couplings).
     """
@@ -78,7 +78,7 @@ class InvertibleModule(nn.Module):
     def trainable_parameters(self) -> list[torch.Tensor]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def invert_and_backward(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         with torch.no_grad():
             x = self.inverse(y)
         with torch.enable_grad():
@@ -91,7 +91,7 @@ class InvertibleModule(nn.Module):
 class AdditiveCoupling(InvertibleModule):
     """``y1 = x1, y2 = x2 + G(x1)`` with the channels split as ``x1 = x[:, :split]`` (Dinh et al. 2014).
 
-    :meth:`reverse` evaluates ``G`` once: its output gives ``x2 = y2 - G(y1)`` and its graph the
+    :meth:`invert_and_backward` evaluates ``G`` once: its output gives ``x2 = y2 - G(y1)`` and its graph the
     local backward.
 
     Args:
@@ -112,7 +112,7 @@ class AdditiveCoupling(InvertibleModule):
         y1, y2 = y[:, : self.split], y[:, self.split :]
         return torch.cat([y1, y2 - self.function(y1)], dim=1)
 
-    def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def invert_and_backward(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         with torch.enable_grad():
@@ -159,7 +159,7 @@ class _InvertibleSequence(torch.autograd.Function):
         grad = grad_y
         for i in range(len(ctx.layers) - 1, -1, -1):
             layer = ctx.layers[i]
-            h, grad, grads = layer.reverse(h, grad)
+            h, grad, grads = layer.invert_and_backward(h, grad)
             pairs = [(p, g) for p, g in zip(layer.trainable_parameters(), grads) if g is not None]
             if pairs:
                 # Hand this layer's parameter gradients to autograd now (a re-entrant backward on the
@@ -188,7 +188,7 @@ def invertible_sequence(layers: Sequence[InvertibleLayer], x: torch.Tensor, anch
         raise ValueError(f"anchor_every must be >= 0, got {anchor_every}")
     for layer in layers:
         if not isinstance(layer, InvertibleLayer):
-            raise TypeError(f"{type(layer).__name__} does not implement forward/inverse/reverse/trainable_parameters")
+            raise TypeError(f"{type(layer).__name__} does not implement forward/inverse/invert_and_backward/trainable_parameters")
     trainable = any(layer.trainable_parameters() for layer in layers)
     if not torch.is_grad_enabled() or not (x.requires_grad or trainable):
         with torch.no_grad():

@@ -84,7 +84,7 @@ class DownsamplingResidualBlock(nn.Module):
 
 
 class IRIMLayer(InvertibleModule):
-    """One i-RIM layer ``y = U^T couple(U x)`` (eqs. 12-15) with an O(1)-memory :meth:`reverse`.
+    """One i-RIM layer ``y = U^T couple(U x)`` (eqs. 12-15) with an O(1)-memory :meth:`invert_and_backward`.
 
     Args:
         channels: C, channels of the state.
@@ -124,7 +124,7 @@ class IRIMLayer(InvertibleModule):
         u = householder_matrix(self.vectors)
         return y - channel_matmul(u[self.split :].T, self.block(channel_matmul(u[: self.split], y)))
 
-    def reverse(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def invert_and_backward(self, y: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Rebuild ``x`` and back-propagate with one evaluation of the residual block.
 
         With ``y = x + U2^T G(U1 x)``: ``dL/dx = dL/dy + U1^T J_G^T U2 dL/dy``, ``dL/dU2 = G(U1 x) (dL/dy)^T``

@@ -65,7 +65,7 @@ class _DataStep:
     def trainable_parameters(self) -> list[torch.Tensor]:
         return [self.irim.phi] if self.irim.phi.requires_grad else []
 
-    def reverse(self, h: torch.Tensor, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def invert_and_backward(self, h: torch.Tensor, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         c = self.c
         with torch.enable_grad():
             eta = h[:, :c].detach().requires_grad_(True)

@@ -553,8 +553,8 @@ def check_reconstruction_run(config: dict, run_dir: Path | str) -> None:
         raise NotAReconstructionRun(
             f"{run_dir} is a flow prior trained by likelihood (solver.name: {config['solver']['name']}, loss.name: "
             f"{config['loss']['name']}), not a reconstruction model: it is a prior for flow unfolding; train "
-            f"configs/flow_denoise.yaml, flow_deblur.yaml or flow_inpaint.yaml with --set solver.params.pretrained="
-            f"{run_dir} and evaluate or reconstruct with that run (the prior's samples: {Path(run_dir) / 'samples.png'})")
+            f"projects/flow_unfolding2021/configs/flow_denoise.yaml (or flow_deblur, flow_inpaint) with --set "
+            f"solver.params.pretrained={run_dir} and evaluate or reconstruct with that run (the prior's samples: {Path(run_dir) / 'samples.png'})")
 
 
 def _without_initial_weights(config: dict) -> dict:
