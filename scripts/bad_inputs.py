@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+PROJECTS = ROOT / "projects"
 SMOKE = CONFIGS / "smoke.yaml"
 TINY = ("data.train_length=8", "data.val_length=2", "data.patch_size=8", "train.batch_size=2", "train.max_steps=1")
 BIN = Path(sys.executable).parent
@@ -151,10 +152,10 @@ def make_fixtures(fx: Path, timeout: float) -> None:
     fx.mkdir(parents=True, exist_ok=True)
     trainings = {
         "smoke": [str(SMOKE), *sets(*TINY)],
-        "denoise": [str(CONFIGS / "rim_denoise_sigma25.yaml"), *sets(*TINY, "solver.params.steps=2",
+        "denoise": [str(PROJECTS / "rim2017" / "configs" / "rim_denoise_sigma25.yaml"), *sets(*TINY, "solver.params.steps=2",
                     "solver.params.conv_channels=4", "solver.params.hidden_channels=4")],
-        "ct": [str(CONFIGS / "deq_ct_lu_dncnn.yaml"), *sets(*TINY, "data.patch_size=16", "solver.params.folds=2")],
-        "flow": [str(CONFIGS / "flow_prior.yaml"), *sets(*TINY, "solver.params.image_size=8", "solver.params.levels=2",
+        "ct": [str(PROJECTS / "luser2022" / "configs" / "deq_ct_lu_dncnn.yaml"), *sets(*TINY, "data.patch_size=16", "solver.params.folds=2")],
+        "flow": [str(PROJECTS / "flow_unfolding2021" / "configs" / "flow_prior.yaml"), *sets(*TINY, "solver.params.image_size=8", "solver.params.levels=2",
                  "solver.params.depth=1", "solver.params.hidden=8")],
     }
     for name, argv in trainings.items():

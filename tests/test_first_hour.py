@@ -24,6 +24,7 @@ from learn2invert.train.experiment import Measurement
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
+FLOW = CONFIGS.parent / "projects" / "flow_unfolding2021" / "configs"
 TINY = (
     "data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8",
     "solver.params.steps=2", "solver.params.conv_channels=4", "solver.params.hidden_channels=4",
@@ -162,9 +163,9 @@ def test_read_only_output_folders_are_one_line(tmp_path, monkeypatch, capsys):
 def test_flow_prior_run_is_refused_by_eval_and_reconstruct(tmp_path, capsys):
     from learn2invert.train import evaluate, reconstruct
 
-    run_dir = tmp_path / "prior"  # what l2i train configs/flow_prior.yaml leaves (the weights are not read)
+    run_dir = tmp_path / "prior"  # what l2i train projects/flow_unfolding2021/configs/flow_prior.yaml leaves (the weights are not read)
     run_dir.mkdir()
-    config = load_config(CONFIGS / "flow_prior.yaml", ["data.patch_size=8", "solver.params.image_size=8"])
+    config = load_config(FLOW / "flow_prior.yaml", ["data.patch_size=8", "solver.params.image_size=8"])
     (run_dir / "config.yaml").write_text(dump_config(config))
     (run_dir / "model.safetensors").write_bytes(b"")
     image = _png(tmp_path / "in.png")
@@ -222,7 +223,7 @@ def test_empty_validation_set_of_a_flow_prior_is_refused_before_training(tmp_pat
     tiny = ("data.train_length=16", "data.val_length=0", "data.patch_size=8", "train.batch_size=8",
             "solver.params={image_size: 8, levels: 1, depth: 1, hidden: 4, memory: invertible}")
     with pytest.raises(ConfigError, match="'data.val_length' must be >= 1"):
-        loop.train(CONFIGS / "flow_prior.yaml", tmp_path, overrides=tiny, show_progress=False)
+        loop.train(FLOW / "flow_prior.yaml", tmp_path, overrides=tiny, show_progress=False)
     assert not (tmp_path / "model.safetensors").exists()
 
 
@@ -308,15 +309,18 @@ def test_bench_compare_shows_the_tv_search(monkeypatch, capsys):
         assert ("TV weight search" in capsys.readouterr().err) == show
 
 
-@pytest.mark.parametrize("benchmark", ["memory", "speed", "operators", "superres", "flows", "luser", "compare", "curves",
+@pytest.mark.parametrize("benchmark", ["memory", "speed", "operators", "rim2017/rim_superres",
+                                       "flow_unfolding2021/flow_tables", "luser2022/luser_tables", "compare", "curves",
                                        "precision"])
-def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeypatch):
-    # Every default output path of `l2i bench NAME` is read from the parser without running it.
+def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeypatch, project):
+    # Every default output path of `l2i bench NAME` (and of a paper's table script under projects/) is read
+    # from the parser without running it.
     import argparse
     import importlib
 
     from learn2invert.cli import BENCHMARKS
 
+    module = project(*benchmark.split("/")) if "/" in benchmark else importlib.import_module(BENCHMARKS[benchmark][0])
     defaults = []
 
     def capture(parser, args=None, namespace=None):
@@ -325,8 +329,8 @@ def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeyp
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
     with pytest.raises(SystemExit):
-        importlib.import_module(BENCHMARKS[benchmark][0]).main([])
-    assert defaults and not [d for d in defaults if d.startswith("docs")], defaults
+        module.main([])
+    assert defaults and not [d for d in defaults if d.startswith(("docs", "projects"))], defaults
 
 
 def test_a_run_on_an_image_folder_loads_after_the_folder_moved(tmp_path):

@@ -9,7 +9,7 @@ from learn2invert.solvers.flow_prox import OFFSET, FlowDensity, GlowProx
 from learn2invert.solvers.unrolled import unrolled_solver
 from learn2invert.train import loop
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "projects" / "flow_unfolding2021" / "configs"
 TINY_FLOW = {"image_size": 8, "levels": 2, "depth": 2, "hidden": 8}
 
 

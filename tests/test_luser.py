@@ -135,7 +135,7 @@ def test_training_log_records_fixed_point_statistics(tmp_path):
 
     from learn2invert.train import loop
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "deq_deblur_luser_sw.yaml"
+    config = Path(__file__).resolve().parents[1] / "projects" / "luser2022" / "configs" / "deq_deblur_luser_sw.yaml"
     result = loop.train(config, tmp_path / "run", show_progress=False, overrides=(
         "data.patch_size=8", "data.train_length=8", "data.val_length=2", "train.epochs=1",
         "solver.params.folds=2", "solver.params.prox_params={features: 8, groups: 4, forward_solver: {max_iter: 4}}"))

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from learn2invert.operators.base import adjoint_mismatch
-from learn2invert.operators.superres import SuperResolution, downscale_taps
+from learn2invert.operators.superres import SuperResolution, bicubic_matlab, downscale_taps, upscale_matrix
 
 # MATLAB imresize(x, 1/2) with the default bicubic kernel: 8 symmetric taps, i.e. 0.5 * cubic(d / 2)
 # at d = -3.5 .. 3.5 (cubic with a = -0.5), which already sum to 1.
@@ -140,3 +141,58 @@ def test_rejects_bad_arguments_and_input():
         op.A(torch.rand(1, 1, 9, 9, dtype=torch.complex64))
     with pytest.raises(ValueError, match=r"\(B, C, H / factor, W / factor\)"):
         op.A_adjoint(torch.rand(3, 3))
+
+
+# ---------------------------------------------- the bicubic baseline: MATLAB imresize(y, factor)
+
+def _matlab_upscale_matrix(in_length: int, scale: int) -> np.ndarray:
+    """imresize.m contributions() for an enlargement (no antialiasing), 1-based as in MATLAB."""
+    out_length = in_length * scale
+    x = np.arange(1, out_length + 1, dtype=float)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - 2)  # kernel width 4
+    indices = left[:, None] + np.arange(6)[None, :]  # ceil(4) + 2 taps
+    d = np.abs(u[:, None] - indices)
+    weights = (1.5 * d**3 - 2.5 * d**2 + 1) * (d <= 1) + (-0.5 * d**3 + 2.5 * d**2 - 4 * d + 2) * ((d > 1) & (d <= 2))
+    weights /= weights.sum(axis=1, keepdims=True)
+    aux = np.concatenate([np.arange(1, in_length + 1), np.arange(in_length, 0, -1)])
+    mapped = aux[np.mod(indices.astype(int) - 1, len(aux))]
+    matrix = np.zeros((out_length, in_length))
+    for i in range(out_length):
+        for k in range(indices.shape[1]):
+            matrix[i, mapped[i, k] - 1] += weights[i, k]
+    return matrix
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("n", [1, 5, 9])
+def test_bicubic_is_matlab_imresize(factor, n):
+    np.testing.assert_allclose(upscale_matrix(n, factor).numpy(), _matlab_upscale_matrix(n, factor), atol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_scaled_adjoint_is_bicubic(factor):
+    # f^2 A^T of the MATLAB-style downscaler is MATLAB's bicubic upscaler, borders included.
+    op = SuperResolution(factor).double()
+    y = torch.rand(2, 1, 7, 5, generator=torch.Generator().manual_seed(factor), dtype=torch.float64)
+    torch.testing.assert_close(factor**2 * op.A_adjoint(y), bicubic_matlab(y, factor), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_upsamplers_are_aligned_with_the_operator(factor):
+    # A linear ramp survives downscaling + bicubic upscaling exactly away from the border (Keys' a = -0.5
+    # kernel reproduces linear functions) only if both agree on the pixel centres: LR pixel i sits at
+    # HR coordinate f i + (f - 1) / 2. Nearest upsampling is then unbiased on every f x f block.
+    n, margin = 12 * factor, 4 * factor
+    i, j = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    x = ((0.3 * i + 0.7 * j) / n)[None, None]
+    op = SuperResolution(factor).double()
+    y = op.A(x)
+    inner = (slice(None), slice(None), slice(margin, -margin), slice(margin, -margin))
+    assert (bicubic_matlab(y, factor) - x)[inner].abs().max() < 1e-12
+    nearest = y.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    block_error = F.avg_pool2d(nearest - x, factor)
+    assert block_error[..., 2:-2, 2:-2].abs().max() < 1e-12
+    # A half-pixel misalignment (corner-aligned grid) would not reproduce the ramp.
+    shifted = F.interpolate(y, size=(n, n), mode="bicubic", align_corners=True)
+    assert (shifted - x)[inner].abs().max() > 1e-3

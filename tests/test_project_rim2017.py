@@ -1,25 +1,28 @@
-"""`l2i bench superres` (RIM paper Table 3 at laptop scale): upsamplers, pixel alignment, end to end."""
+"""projects/rim2017 (the RIM paper's tables, outside the package): the super-resolution table end to
+end, its upsamplers, and the run script's steps. The bicubic baseline itself is tested with the
+operator (tests/test_operators_superres.py)."""
 import json
 import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
-from learn2invert.bench import rim_superres
-from learn2invert.bench.rim_superres import bicubic_matlab, upsample, upscale_matrix
-from learn2invert.operators import SuperResolution
+from learn2invert.operators import SuperResolution, bicubic_matlab
 from learn2invert.train.loop import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "projects" / "rim2017" / "configs"
 # 12 is divisible by 2 and 3; x2 leaves 8 pixels after shaving (scored), x3 only 6 (not shaved).
 TINY = ("data.patch_size=12", "data.train_length=16", "data.val_length=16", "train.batch_size=8", "train.epochs=1",
         "train.time_limit_minutes=0", "solver.params.steps=3", "solver.params.conv_channels=4",
         "solver.params.hidden_channels=4")
+
+
+@pytest.fixture
+def rim_superres(project):
+    return project("rim2017", "rim_superres")
 
 
 @pytest.fixture(autouse=True)
@@ -30,59 +33,20 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _matlab_upscale_matrix(in_length: int, scale: int) -> np.ndarray:
-    """imresize.m contributions() for an enlargement (no antialiasing), 1-based as in MATLAB."""
-    out_length = in_length * scale
-    x = np.arange(1, out_length + 1, dtype=float)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = np.floor(u - 2)  # kernel width 4
-    indices = left[:, None] + np.arange(6)[None, :]  # ceil(4) + 2 taps
-    d = np.abs(u[:, None] - indices)
-    weights = (1.5 * d**3 - 2.5 * d**2 + 1) * (d <= 1) + (-0.5 * d**3 + 2.5 * d**2 - 4 * d + 2) * ((d > 1) & (d <= 2))
-    weights /= weights.sum(axis=1, keepdims=True)
-    aux = np.concatenate([np.arange(1, in_length + 1), np.arange(in_length, 0, -1)])
-    mapped = aux[np.mod(indices.astype(int) - 1, len(aux))]
-    matrix = np.zeros((out_length, in_length))
-    for i in range(out_length):
-        for k in range(indices.shape[1]):
-            matrix[i, mapped[i, k] - 1] += weights[i, k]
-    return matrix
-
-
-@pytest.mark.parametrize("factor", [2, 3, 4])
-@pytest.mark.parametrize("n", [1, 5, 9])
-def test_bicubic_is_matlab_imresize(factor, n):
-    np.testing.assert_allclose(upscale_matrix(n, factor).numpy(), _matlab_upscale_matrix(n, factor), atol=1e-12)
-
-
-@pytest.mark.parametrize("factor", [2, 3, 4])
-def test_scaled_adjoint_is_bicubic(factor):
-    # f^2 A^T of the MATLAB-style downscaler is MATLAB's bicubic upscaler, borders included.
+@pytest.mark.parametrize("factor", [2, 3])
+def test_upsamplers_are_the_library_baseline_and_the_scaled_adjoint(rim_superres, factor):
     op = SuperResolution(factor).double()
-    y = torch.rand(2, 1, 7, 5, generator=torch.Generator().manual_seed(factor), dtype=torch.float64)
-    torch.testing.assert_close(upsample("adjoint", y, op, factor), bicubic_matlab(y, factor), atol=1e-12, rtol=0)
+    y = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(factor), dtype=torch.float64)
+    torch.testing.assert_close(rim_superres.upsample("bicubic", y, op, factor), bicubic_matlab(y, factor), atol=0, rtol=0)
+    torch.testing.assert_close(rim_superres.upsample("adjoint", y, op, factor), bicubic_matlab(y, factor),
+                               atol=1e-12, rtol=0)
+    nearest = rim_superres.upsample("nearest", y, op, factor)
+    assert nearest.shape == (1, 1, 6 * factor, 5 * factor) and torch.equal(nearest[..., ::factor, ::factor], y)
+    with pytest.raises(ValueError, match="unknown upsampling method"):
+        rim_superres.upsample("lanczos", y, op, factor)
 
 
-@pytest.mark.parametrize("factor", [2, 3, 4])
-def test_upsamplers_are_aligned_with_the_operator(factor):
-    # A linear ramp survives downscaling + bicubic upscaling exactly away from the border (Keys' a = -0.5
-    # kernel reproduces linear functions) only if both agree on the pixel centres: LR pixel i sits at
-    # HR coordinate f i + (f - 1) / 2. Nearest upsampling is then unbiased on every f x f block.
-    n, margin = 12 * factor, 4 * factor
-    i, j = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
-    x = ((0.3 * i + 0.7 * j) / n)[None, None]
-    op = SuperResolution(factor).double()
-    y = op.A(x)
-    inner = (slice(None), slice(None), slice(margin, -margin), slice(margin, -margin))
-    assert (bicubic_matlab(y, factor) - x)[inner].abs().max() < 1e-12
-    block_error = F.avg_pool2d(upsample("nearest", y, op, factor) - x, factor)
-    assert block_error[..., 2:-2, 2:-2].abs().max() < 1e-12
-    # A half-pixel misalignment (corner-aligned grid) would not reproduce the ramp.
-    shifted = F.interpolate(y, size=(n, n), mode="bicubic", align_corners=True)
-    assert (shifted - x)[inner].abs().max() > 1e-3
-
-
-def test_bench_end_to_end(tmp_path):
+def test_bench_end_to_end(tmp_path, rim_superres):
     runs = []
     for factor in (2, 3):
         run = tmp_path / f"x{factor}"

@@ -185,7 +185,7 @@ def test_compile_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch):
 
 def test_flow_prior_config_goes_to_likelihood_training_and_resumes(tmp_path):
     """loss.name=bits_per_dim dispatches to train/density.py; its checkpoints resume through this loop."""
-    flow = Path(__file__).resolve().parents[1] / "configs" / "flow_prior.yaml"
+    flow = Path(__file__).resolve().parents[1] / "projects" / "flow_unfolding2021" / "configs" / "flow_prior.yaml"
     tiny = ("data.train_length=16", "data.val_length=4", "data.patch_size=8", "train.batch_size=8", "train.epochs=1",
             "solver.params={image_size: 8, levels: 1, depth: 1, hidden: 4, memory: invertible}")
     first = loop.train(flow, tmp_path, overrides=tiny, show_progress=False)

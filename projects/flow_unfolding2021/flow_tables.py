@@ -1,6 +1,6 @@
-"""The flow-unfolding paper's Tables I-IV at laptop scale: ``l2i bench flows``.
+"""The flow-unfolding paper's Tables I-IV at laptop scale: ``python projects/flow_unfolding2021/flow_tables.py``.
 
-Reads the runs of ``scripts/flow_experiments.sh`` (``runs/flow_{task}_{method}``) and scores every
+Reads the runs of ``projects/flow_unfolding2021/run.py`` (``runs/flow_{task}_{method}``) and scores every
 method of a task on the same held-out measurements with :func:`learn2invert.bench.compare.compare`,
 in three settings:
 
@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from .compare import compare, write
+from learn2invert.bench.compare import compare, write
 
 METHODS = ("resnet", "resnet_pre", "unet", "unet_pre", "pnp", "glow")
 LABELS = {"resnet": "ResNet prox", "resnet_pre": "pre-trained ResNet prox", "unet": "U-Net prox",
@@ -89,9 +89,9 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="l2i bench flows", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python projects/flow_unfolding2021/flow_tables.py", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="folder holding runs/flow_{task}_{method}")
-    parser.add_argument("--out", default="runs/bench", help="output folder (the tables in docs/ were written with --out docs/benchmarks)")
+    parser.add_argument("--out", default="runs/bench", help="output folder (the README's tables were written with --out projects/flow_unfolding2021/results)")
     parser.add_argument("--samples", type=int, help="limit the number of test samples")
     parser.add_argument("--tv-iterations", type=int, default=200)
     args = parser.parse_args(argv)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = run_tables(Path(args.runs), out, args.samples, args.tv_iterations)
     if not results:
-        parser.error(f"no flow runs found in {args.runs} (run scripts/flow_experiments.sh first)")
+        parser.error(f"no flow runs found in {args.runs} (run projects/flow_unfolding2021/run.py first)")
     (out / "flow_tables.json").write_text(json.dumps(results, indent=1))
     text = markdown(results)
     (out / "flow_tables.md").write_text(text + "\n")

@@ -1,11 +1,11 @@
-"""The LUSER paper's Tables 2 and 3 at laptop scale: ``l2i bench luser``.
+"""The LUSER paper's Tables 2 and 3 at laptop scale: ``python projects/luser2022/luser_tables.py``.
 
-Table 2 (quality): the runs of ``scripts/deq_experiments.sh`` (``runs/deq_{task}_{model}``, with
+Table 2 (quality): the runs of ``projects/luser2022/run.py`` (``runs/deq_{task}_{model}``, with
 ``_aux`` for the auxiliary loss on every fold) are scored per task on the same held-out test
 data with :func:`learn2invert.bench.compare.compare` (which adds the adjoint / zero-filled
 input, FBP for CT and TV). Table 3 (memory): parameter counts, training memory per sample and
 the largest batch within a budget, read from ``OUT/deq_memory.json`` as written by
-``l2i bench memory --configs`` (the script runs it).
+``l2i bench memory --configs`` (``run.py`` runs it first).
 
 Writes ``OUT/deq_{task}.json|.md|.png`` and ``OUT/luser_tables.md``.
 """
@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from .compare import compare, write
-from .config_memory import _max_batch_text
+from learn2invert.bench.compare import compare, write
+from learn2invert.bench.config_memory import max_batch_text
 
 MODELS = ("lu_dncnn", "lu_dncnn_aux", "deq4ip", "luser_sw", "luser_sw_aux", "luser_dw", "luser_dw_aux")
 LABELS = {"lu_dncnn": "LU-DnCNN", "deq4ip": "DEQ4IP", "luser_sw": "LUSER-SW", "luser_dw": "LUSER-DW"}
@@ -93,7 +93,7 @@ def markdown(results: dict, memory: list[dict] | None) -> str:
             paper = PAPER_MEMORY.get(task, {}).get(model, (None, None))
             checked = f"{r['checked_peak_bytes'] / 2**20:.0f}" if "checked_peak_bytes" in r else "-"
             lines.append(f"| {r['label']} | {r['parameters']:,} | {f'{paper[0]:,}' if paper[0] else '-'} | "
-                         f"{r['per_sample_bytes'] / 2**20:.1f} | {_max_batch_text(r)} | "
+                         f"{r['per_sample_bytes'] / 2**20:.1f} | {max_batch_text(r)} | "
                          f"{checked} | {paper[1] if paper[1] else '-'} |")
         lines += ["", ratio_summary(memory)]
     return "\n".join(lines)
@@ -114,9 +114,9 @@ def ratio_summary(memory: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="l2i bench luser", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python projects/luser2022/luser_tables.py", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="folder holding runs/deq_{task}_{model}")
-    parser.add_argument("--out", default="runs/bench", help="output folder (the tables in docs/ were written with --out docs/benchmarks)")
+    parser.add_argument("--out", default="runs/bench", help="output folder (the README's tables were written with --out projects/luser2022/results)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--samples", type=int, help="limit the number of test samples")
     parser.add_argument("--reuse", action="store_true", help="reuse OUT/deq_{task}.json where it covers the task's runs")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = run_quality(Path(args.runs), out, args.tasks, args.samples, reuse=args.reuse)
     if not results:
-        parser.error(f"no LUSER runs found in {args.runs} (run scripts/deq_experiments.sh first)")
+        parser.error(f"no LUSER runs found in {args.runs} (run projects/luser2022/run.py first)")
     memory_path = out / "deq_memory.json"
     memory = json.loads(memory_path.read_text()) if memory_path.is_file() else None
     (out / "luser_tables.json").write_text(json.dumps({"quality": results, "memory": memory}, indent=1))

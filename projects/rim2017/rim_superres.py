@@ -1,18 +1,20 @@
 """RIM paper super-resolution table (Table 3) at laptop scale: bicubic vs RIM at x2, x3 and x4.
 
-Reads one run folder per factor written by ``l2i train`` (``configs/rim_superres_x{2,3,4}.yaml``)
+Reads one run folder per factor written by ``l2i train`` (``projects/rim2017/configs/rim_superres_x{2,3,4}.yaml``)
 and scores, for each factor, on the *same* held-out test patches (all runs must share their
 ``data`` config) with measurements drawn exactly as ``l2i eval`` draws them (fixed evaluation
 generator ``EVAL_SEED``, batches of 16, patches in order)::
 
-    l2i bench superres runs/rim_sr_x2 runs/rim_sr_x3 runs/rim_sr_x4 --out docs/benchmarks/rim_superres
+    python projects/rim2017/rim_superres.py runs/rim_sr_x2 runs/rim_sr_x3 runs/rim_sr_x4 \\
+        --out projects/rim2017/results/rim_superres
 
 Methods (all return the high-resolution image from the low-resolution measurement ``y``):
 
 - ``nearest``: every low-resolution pixel repeated ``f x f`` times;
 - ``adjoint``: ``f^2 A^T y``. The operator's columns sum to exactly ``1 / f^2`` (its rows to 1),
   so the raw ``A^T y`` is the image dimmed by ``f^2`` (a meaningless PSNR, hence the scaling);
-- ``bicubic``: MATLAB ``imresize(y, f)`` (Keys' cubic, ``a = -0.5``, symmetric border), the
+- ``bicubic``: MATLAB ``imresize(y, f)`` (:func:`learn2invert.operators.superres.bicubic_matlab`; Keys'
+  cubic, ``a = -0.5``, symmetric border), the
   baseline of the paper's test protocol (Huang et al. 2015). It equals ``adjoint`` to rounding:
   along one axis ``A`` has weights ``cubic((j - f i - (f-1)/2) / f) / f``, so ``f A^T y`` at
   pixel ``j`` is ``sum_i cubic(u_j - i) y_i`` with ``u_j = (j + 0.5) / f - 0.5``, which is
@@ -22,7 +24,7 @@ Methods (all return the high-resolution image from the low-resolution measuremen
   (``a = -0.75``, replicated border), for reference;
 - ``rim``: the RIM's last iterate at its training horizon T.
 
-Pixel-centre convention (checked in ``tests/test_rim_superres.py``): the operator
+Pixel-centre convention (checked in ``tests/test_operators_superres.py``): the operator
 (:mod:`learn2invert.operators.superres`) centres low-resolution pixel ``i`` at high-resolution
 coordinate ``f i + (f - 1) / 2`` (pixel centres at integers), i.e. low-resolution pixel ``i``
 covers the block ``f i .. f i + f - 1``. That is the "half-pixel" convention of MATLAB's
@@ -49,10 +51,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..train.experiment import Measurement, build_dataset
-from ..train.loop import load_solver
-from ..train.validate import score_batch
-from .rim_denoising import BATCH, _clean, _measure, _stats, _train_info
+from learn2invert.operators.superres import bicubic_matlab
+from learn2invert.train.experiment import Measurement, build_dataset
+from learn2invert.train.loop import load_solver
+from learn2invert.train.validate import score_batch
+from rim_denoising import BATCH, _clean, _measure, _stats, _train_info
 
 METHODS = ("nearest", "adjoint", "bicubic", "bicubic_torch", "rim")
 METRICS = ("psnr", "ssim")
@@ -68,39 +71,6 @@ PAPER = {
 
 
 # ----------------------------------------------------------------------------------- upsamplers
-
-def _keys_cubic(t: torch.Tensor) -> torch.Tensor:
-    # Keys' cubic convolution kernel with a = -0.5 (MATLAB's "bicubic"), as in operators/superres.py.
-    t = t.abs()
-    near = (1.5 * t - 2.5) * t * t + 1
-    far = ((-0.5 * t + 2.5) * t - 4) * t + 2
-    return torch.where(t <= 1, near, torch.where(t <= 2, far, torch.zeros_like(t)))
-
-
-def upscale_matrix(n: int, factor: int) -> torch.Tensor:
-    """``(factor n, n)`` float64 matrix of MATLAB ``imresize(., factor)`` (bicubic) along one axis.
-
-    High-resolution pixel ``j`` sits at low-resolution coordinate ``u = (j + 0.5) / f - 0.5``; it
-    takes the 4 nearest low-resolution pixels with weights ``cubic(u - k)`` (normalised to sum 1),
-    indices outside ``0..n-1`` mirrored with the edge pixel repeated, as MATLAB's ``contributions``.
-    """
-    j = torch.arange(factor * n, dtype=torch.float64)
-    u = (j + 0.5) / factor - 0.5
-    k = torch.floor(u).unsqueeze(1) + torch.arange(-1, 3, dtype=torch.float64)  # (f n, 4)
-    weights = _keys_cubic(u.unsqueeze(1) - k)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    folded = k.long() % (2 * n)  # symmetric extension has period 2n: 0..n-1, n-1..0
-    index = torch.where(folded < n, folded, 2 * n - 1 - folded)
-    matrix = torch.zeros(factor * n, n, dtype=torch.float64)
-    return matrix.scatter_add_(1, index, weights)
-
-
-def bicubic_matlab(y: torch.Tensor, factor: int) -> torch.Tensor:
-    """MATLAB ``imresize(y, factor)`` with the default bicubic kernel, for ``y`` of shape ``(B, C, h, w)``."""
-    rows = upscale_matrix(y.shape[-2], factor).to(y.dtype)
-    cols = upscale_matrix(y.shape[-1], factor).to(y.dtype)
-    return rows @ y @ cols.T
-
 
 def bicubic_torch(y: torch.Tensor, factor: int) -> torch.Tensor:
     """PyTorch's bicubic upsampling (``a = -0.75``, replicated border), same pixel-centre convention."""
@@ -267,9 +237,9 @@ def figure(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="l2i bench superres", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python projects/rim2017/rim_superres.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders of RIMs trained on super_resolution (one per factor)")
-    parser.add_argument("--out", default="runs/bench/rim_superres", help="output stem (OUT.json, OUT.md, OUT.png; docs/: --out docs/benchmarks/rim_superres)")
+    parser.add_argument("--out", default="runs/bench/rim_superres", help="output stem (OUT.json, OUT.md, OUT.png; the README's table: --out projects/rim2017/results/rim_superres)")
     parser.add_argument("--samples", type=int, help="test patches (default: data.val_length of the runs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
@@ -293,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                        "(MATLAB imresize and torch) and the RIM on the same held-out test patches per factor",
         "machine": f"{platform.machine()} CPU, {args.threads} torch thread(s), {platform.python_implementation()} "
                    f"{platform.python_version()}",
-        "command": "l2i bench superres " + " ".join(args.runs) + f" --out {args.out}"
+        "command": "python projects/rim2017/rim_superres.py " + " ".join(args.runs) + f" --out {args.out}"
                    + (f" --samples {args.samples}" if args.samples else ""),
         "out": str(stem),
         "alignment": "low-resolution pixel i is centred at high-resolution coordinate f*i + (f-1)/2 "

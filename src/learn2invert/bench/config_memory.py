@@ -115,7 +115,7 @@ def run_configs(items: list[str], batches: tuple[int, int] = (1, 4), budget_mb: 
     return rows
 
 
-def _max_batch_text(row: dict) -> str:
+def max_batch_text(row: dict) -> str:
     if row["max_batch"] is None:
         return "n/a (peak did not grow with the batch)"
     return f"{row['max_batch']} (of {row['budget_mb']:.0f} MB)"
@@ -131,7 +131,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['label']} | {r['parameters']:,} | {'x'.join(map(str, r['image_shape']))} | "
                      f"{r['peak_bytes'][b[0]] / 2**20:.1f} | {r['peak_bytes'][b[1]] / 2**20:.1f} | "
                      f"{r['per_sample_bytes'] / 2**20:.1f} | {r['saved_bytes'][b[1]] / 2**20:.1f} | "
-                     f"{r['step_seconds'][b[1]]:.2f} | {_max_batch_text(r)} | {checked} |")
+                     f"{r['step_seconds'][b[1]]:.2f} | {max_batch_text(r)} | {checked} |")
     return "\n".join(lines)
 
 

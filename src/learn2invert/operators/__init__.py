@@ -18,7 +18,7 @@ from .multicoil import (MultiCoilMRI, calibration_region, estimate_sensitivities
 from .denoising import Denoising
 from .blur import GaussianBlur, gaussian_kernel
 from .inpainting import Inpainting, centered_hole_mask
-from .superres import SuperResolution, downscale_taps
+from .superres import SuperResolution, bicubic_matlab, downscale_taps, upscale_matrix
 from .random_projection import RandomProjection
 from .ct import ParallelBeamCT
 from .nonlinear import BeerLambertCT, PhaseRetrieval

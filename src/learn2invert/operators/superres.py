@@ -168,3 +168,40 @@ class SuperResolution(LinearOperator):
         t = self._unpad(F.conv_transpose2d(t, taps.view(1, 1, 1, -1), stride=(1, f)), 3, w * f)
         t = self._unpad(F.conv_transpose2d(t, taps.view(1, 1, -1, 1), stride=(f, 1)), 2, h * f)
         return t.reshape(b, c, h * f, w * f)
+
+
+# ------------------------------------------------------------------------- the bicubic baseline
+
+def upscale_matrix(n: int, factor: int) -> torch.Tensor:
+    """``(factor n, n)`` float64 matrix of MATLAB ``imresize(., factor)`` (bicubic) along one axis.
+
+    High-resolution pixel ``j`` sits at low-resolution coordinate ``u = (j + 0.5) / f - 0.5`` (the
+    pixel-centre convention of :class:`SuperResolution`); it takes the 4 nearest low-resolution
+    pixels with weights ``cubic(u - k)`` (Keys, ``a = -0.5``, normalised to sum 1), indices outside
+    ``0..n-1`` mirrored with the edge pixel repeated, as MATLAB's ``contributions``.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or n < 1:
+        raise ValueError(f"upscale_matrix needs a positive size and integer factor, got n={n!r}, factor={factor!r}")
+    j = torch.arange(factor * n, dtype=torch.float64)
+    u = (j + 0.5) / factor - 0.5
+    k = torch.floor(u).unsqueeze(1) + torch.arange(-1, 3, dtype=torch.float64)  # (f n, 4)
+    weights = _cubic(u.unsqueeze(1) - k)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    folded = k.long() % (2 * n)  # symmetric extension has period 2n: 0..n-1, n-1..0
+    index = torch.where(folded < n, folded, 2 * n - 1 - folded)
+    return torch.zeros(factor * n, n, dtype=torch.float64).scatter_add_(1, index, weights)
+
+
+def bicubic_matlab(y: torch.Tensor, factor: int) -> torch.Tensor:
+    """MATLAB ``imresize(y, factor)`` with its default bicubic kernel: the classical
+    super-resolution baseline of the RIM paper's protocol (Huang et al. 2015).
+
+    ``y``: ``(B, C, h, w)`` low-resolution images; returns ``(B, C, factor h, factor w)``. For
+    ``SuperResolution(factor)`` (bicubic, symmetric) this equals ``factor**2 * A_adjoint(y)`` to
+    rounding: along one axis ``A`` has weights ``cubic((j - f i - (f-1)/2) / f) / f``, so
+    ``f A^T y`` at pixel ``j`` is ``sum_i cubic(u_j - i) y_i``, which is ``imresize(y, f)``.
+    """
+    check_tensor(y, "y", "(B, C, h, w)", ndims=(4,), owner="bicubic_matlab")
+    rows = upscale_matrix(y.shape[-2], factor).to(device=y.device, dtype=y.dtype)
+    cols = upscale_matrix(y.shape[-1], factor).to(device=y.device, dtype=y.dtype)
+    return rows @ y @ cols.T
