@@ -42,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
         "acceleration": 4.0,  # MRI: float, or [low, high] for a random acceleration per sample
         "center_fraction": 0.08,  # or "fastmri": 0.32 / acceleration (8% at 4x, 4% at 8x), per sample
         "keep_fraction": 0.5,  # inpainting: fraction of pixels observed
+        # Several operators in one training (operator.name is then "mixture" or left out): a list of
+        # {name, params, weight (> 0, default 1), label, and any key above to override}; every key an
+        # entry leaves out comes from this section. See docs/multi_operator.md.
+        "mixture": None,
+        "per": "batch",  # mixture: each batch draws one operator (batch) or each sample its own (sample)
     },
     "solver": {
         "name": "rim",  # rim | irim | unet | admm
@@ -224,7 +229,98 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item}: '{k}' is not a section")
         node[keys[-1]] = value
-    return _merge(DEFAULTS, user)
+    config = _merge(DEFAULTS, user)
+    _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
+    return config
+
+
+# Keys of one operator.mixture entry besides the operator keys it may override.
+MIXTURE_ENTRY_KEYS = ("weight", "label")
+# Operator keys an entry may set (the rest of the operator section, not the mixture's own keys).
+MIXTURE_OPERATOR_KEYS = tuple(k for k in DEFAULTS["operator"] if k not in ("mixture", "per"))
+MIXTURE_PER = ("batch", "sample")
+_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def _resolve_mixture(config: dict, user_operator: dict) -> None:
+    """Check ``operator.mixture`` / ``operator.per`` and fill in each entry's ``weight`` (1) and
+    ``label`` (its name, or name + index when names repeat); ``operator.name`` becomes ``mixture``.
+
+    Which operator names exist is checked where the operators are built
+    (:class:`~learn2invert.train.experiment.Measurement`), with the entry's key in the message.
+    """
+    op = config["operator"]
+    mixture = op["mixture"]
+    if op["per"] not in MIXTURE_PER:
+        raise ConfigError(f"config key 'operator.per' must be batch or sample, got {op['per']!r}")
+    if mixture is None:
+        if op["name"] == "mixture":
+            raise ConfigError("config key 'operator.name': mixture needs the list operator.mixture (entries with name, "
+                              "params and weight)")
+        if "per" in user_operator:
+            raise ConfigError("config key 'operator.per' applies only to operator.mixture (several operators)")
+        return
+    if not isinstance(mixture, list) or not mixture:
+        raise ConfigError(f"config key 'operator.mixture' must be a non-empty list of operators ({{name, params, "
+                          f"weight}} each), got {mixture!r}")
+    if user_operator.get("name", "mixture") != "mixture":
+        raise ConfigError(f"config keys 'operator.name' and 'operator.mixture': give the operators in operator.mixture "
+                          f"(each with its own name) and leave operator.name out (or write mixture), got "
+                          f"operator.name={user_operator['name']!r}")
+    entries = []
+    for i, entry in enumerate(mixture):
+        key = f"operator.mixture[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping {{name, params, weight}}, got {entry!r}")
+        unknown = sorted(set(entry) - set(MIXTURE_ENTRY_KEYS) - set(MIXTURE_OPERATOR_KEYS))
+        if unknown:
+            known = ", ".join(sorted(MIXTURE_ENTRY_KEYS + MIXTURE_OPERATOR_KEYS))
+            raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (known here: {known})")
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ConfigError(f"config key '{key}.name' is required: the operator of this entry (e.g. random_projection), "
+                              f"got {entry.get('name')!r}")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, str):
+            try:
+                weight = float(weight)  # YAML 1.1 reads 1e-1 as a string
+            except ValueError:
+                pass
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
+            raise ConfigError(f"config key '{key}.weight' must be a positive number (how often this operator is "
+                              f"drawn, relative to the others), got {entry.get('weight')!r}")
+        resolved = {"weight": float(weight)}
+        for k, value in entry.items():
+            if k in ("weight", "label", "name"):
+                continue
+            if k == "params":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key '{key}.params' must be a mapping, got {type(value).__name__}")
+                resolved[k] = _yaml11_numbers(value)
+                continue
+            try:
+                resolved[k] = _check_type(f"operator.{k}", DEFAULTS["operator"][k], value)
+            except ConfigError as err:
+                raise ConfigError(str(err).replace(f"'operator.{k}'", f"'{key}.{k}'")) from None
+        resolved["name"] = entry["name"]
+        if "label" in entry:
+            label = entry["label"]
+            if not isinstance(label, str) or not _LABEL.match(label):
+                raise ConfigError(f"config key '{key}.label' must be a short name of letters, digits and _ . + - "
+                                  f"(it names the operator's validation metrics), got {label!r}")
+            resolved["label"] = label
+        entries.append(resolved)
+    names = [e["name"] for e in entries]
+    for i, e in enumerate(entries):
+        if "label" not in e:
+            plain = e["name"].replace(":", ".")  # a user's package.module:Class
+            e["label"] = plain if names.count(e["name"]) == 1 else f"{plain}{i}"
+    labels = [e["label"] for e in entries]
+    repeated = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if repeated:
+        raise ConfigError(f"config key 'operator.mixture': the label {repeated[0]!r} names two entries; labels "
+                          "must differ (they name each operator's validation metrics)")
+    op["mixture"] = [{"label": e.pop("label"), "weight": e.pop("weight"), "name": e.pop("name"), **e} for e in entries]
+    op["name"] = "mixture"
 
 
 def dump_config(config: dict) -> str:

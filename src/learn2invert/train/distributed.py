@@ -127,14 +127,15 @@ def init_distributed() -> DistContext:
     return DistContext(rank, world_size, local_rank, owns_group=True)
 
 
-_PURPOSES = {"sample": 1, "rank": 2}
+_PURPOSES = {"sample": 1, "rank": 2, "batch": 3}
 
 
 def seed_from(seed: int, epoch: int, purpose: str, index: int = 0) -> int:
     """A 63-bit seed that is a pure function of ``(seed, epoch, purpose, index)`` (well mixed).
 
-    ``purpose`` is ``"sample"`` (the measurement of sample ``index``) or ``"rank"`` (the global
-    torch RNG of rank ``index``, used by whatever in a model draws from it, such as dropout).
+    ``purpose`` is ``"sample"`` (the measurement of sample ``index``), ``"rank"`` (the global
+    torch RNG of rank ``index``, used by whatever in a model draws from it, such as dropout) or
+    ``"batch"`` (what global batch ``index`` draws as a whole: an operator mixture's operator).
     """
     state = np.random.SeedSequence([int(seed), int(epoch), _PURPOSES[purpose], int(index)]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])

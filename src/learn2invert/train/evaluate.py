@@ -41,7 +41,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
     Returns the JSON content: ``{"psnr": {"mean", "std", "per_sample"}, "ssim": ..., "nmse": ...,
     "adjoint": {...}, "per_iterate": {"psnr": [...], ...} (with steps)}``; datasets of volumes
     (fastMRI) add ``"per_volume": {"psnr": {"mean", "std", "per_sample"}, ..., "adjoint": {...},
-    "volumes": count}``, fastMRI's volume-wise metrics (one peak per volume).
+    "volumes": count}``, fastMRI's volume-wise metrics (one peak per volume). An operator mixture
+    (``operator.mixture``) scores the images under each of its operators: ``"per_operator":
+    {label: {"psnr": ..., "adjoint": ..., "per_iterate": ... (with steps)}}``, and the top-level
+    blocks pool all operators' samples (so their means are the plain means over the operators).
     """
     run_dir = Path(run_dir)
     if length is not None and length < 1:
@@ -60,12 +63,28 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
     if len(dataset) == 0:
         raise ValueError(f"the {split} split of data.name={config['data']['name']} is empty (data.root="
                          f"{config['data']['root']!r}); nothing to score")
-    scores = score_dataset(solver, dataset, measurement, torch.device("cpu"), batch_size=batch_size, steps=steps,
-                           every_iterate=steps is not None, data_range=config["data"]["data_range"],
-                           volume_ids=getattr(dataset, "volume_ids", None))
+    components = getattr(measurement, "components", None)
+    if components:  # an operator mixture: every operator scores the same images
+        per_operator = {label: score_dataset(solver, dataset, component, torch.device("cpu"), batch_size=batch_size,
+                                             steps=steps, every_iterate=steps is not None,
+                                             data_range=config["data"]["data_range"])
+                        for label, component in zip(measurement.labels, components)}
+        scores = _pooled(list(per_operator.values()))
+    else:
+        scores = score_dataset(solver, dataset, measurement, torch.device("cpu"), batch_size=batch_size, steps=steps,
+                               every_iterate=steps is not None, data_range=config["data"]["data_range"],
+                               volume_ids=getattr(dataset, "volume_ids", None))
     result: dict = {k: _stats(scores["last"][k]) for k in METRICS}
     result["adjoint"] = {k: _stats(scores["adjoint"][k]) for k in METRICS}
     result["split"], result["samples"] = split, len(dataset)
+    if components:
+        # Per operator, then (above) all operators' samples pooled: with the same images for each,
+        # the pooled mean is the plain mean of the operators' means.
+        result["per_operator"] = {label: {**{k: _stats(sc["last"][k]) for k in METRICS},
+                                          "adjoint": {k: _stats(sc["adjoint"][k]) for k in METRICS},
+                                          **({"per_iterate": {k: sc["iterates"][k].mean(dim=1).tolist() for k in METRICS}}
+                                             if steps is not None else {})}
+                                  for label, sc in per_operator.items()}
     if "volumes" in scores:
         volumes = scores["volumes"]
         result["per_volume"] = {**{k: _stats(volumes["last"][k]) for k in METRICS},
@@ -75,8 +94,18 @@ def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = N
         result["per_iterate"] = {k: scores["iterates"][k].mean(dim=1).tolist() for k in METRICS}
     atomic_write_text(out_json, json.dumps(result, indent=2))
     atomic_write_text(out_json.with_suffix(".md"), markdown_table(result, config))
-    _figures(solver, dataset, measurement, result, out_json.with_suffix(""), steps)
+    # The figures of a mixture show its first operator.
+    _figures(solver, dataset, components[0] if components else measurement, result, out_json.with_suffix(""), steps)
     return result
+
+
+def _pooled(scores: list[dict]) -> dict:
+    """The :func:`score_dataset` results of several operators on the same images, samples pooled."""
+    keys = ("last", "adjoint")
+    out = {name: {k: torch.cat([s[name][k] for s in scores]) for k in METRICS} for name in keys}
+    if "iterates" in scores[0]:
+        out["iterates"] = {k: torch.cat([s["iterates"][k] for s in scores], dim=1) for k in METRICS}
+    return out
 
 
 def markdown_table(result: dict, config: dict) -> str:
@@ -88,6 +117,8 @@ def markdown_table(result: dict, config: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     rows = [("adjoint A^T y", result["adjoint"]), (config["solver"]["name"], result)]
+    for label, block in result.get("per_operator", {}).items():
+        rows += [(f"adjoint A^T y, {label}", block["adjoint"]), (f"{config['solver']['name']}, {label}", block)]
     if "per_volume" in result:
         volume = result["per_volume"]
         rows += [(f"adjoint A^T y, per volume ({volume['volumes']})", volume["adjoint"]),
@@ -96,6 +127,10 @@ def markdown_table(result: dict, config: dict) -> str:
         lines.append(f"| {name} | {block['psnr']['mean']:.2f} ± {block['psnr']['std']:.2f} | "
                      f"{block['ssim']['mean']:.4f} ± {block['ssim']['std']:.4f} | "
                      f"{block['nmse']['mean']:.4f} ± {block['nmse']['std']:.4f} |")
+    if "per_operator" in result:
+        labels = ", ".join(result["per_operator"])
+        lines += ["", f"Operator mixture ({labels}): every operator measures the same images; the first two rows pool "
+                  "all operators' samples (their mean is the plain mean over the operators)."]
     if "per_volume" in result:
         lines += ["", "Per volume: fastMRI's volume-wise metrics (PSNR and SSIM with the volume's peak, NMSE over "
                   "the volume) over each volume's scored slices."]

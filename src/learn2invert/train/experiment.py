@@ -160,6 +160,12 @@ class Measurement:
     OPERATORS = ("denoising", "gaussian_blur", "inpainting", "super_resolution", "random_projection", "mri", "ct",
                  "phase_retrieval", "beer_lambert_ct")
 
+    def __new__(cls, config: dict, image_shape: tuple[int, ...]):
+        # A config listing several operators (operator.mixture) gets an OperatorMixture.
+        if cls is Measurement and config["operator"].get("mixture"):
+            return super().__new__(OperatorMixture)
+        return super().__new__(cls)
+
     def __init__(self, config: dict, image_shape: tuple[int, ...]):
         self.cfg = config["operator"]
         self.image_shape = tuple(image_shape)
@@ -341,6 +347,160 @@ class Measurement:
         # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
         # solver needs a positive sigma even for noise-free data.
         return y, op, sigma.reshape(batch, *([1] * (x.dim() - 1))).clamp_min(1e-3)
+
+
+# ------------------------------------------------------------------------------- operator mixtures
+
+def component_config(config: dict, index: int) -> dict:
+    """The single-operator config of entry ``index`` of ``operator.mixture``: the operator section
+    with the entry's keys (name, params, noise_sigma, ...) in place of its own."""
+    import copy
+
+    op = config["operator"]
+    entry = op["mixture"][index]
+    section = {k: copy.deepcopy(v) for k, v in op.items() if k not in ("mixture", "per")}
+    section.update({k: copy.deepcopy(v) for k, v in entry.items() if k not in ("weight", "label")})
+    section.update(mixture=None, per="batch")
+    return {**config, "operator": section}
+
+
+def _entry_error(err: Exception, index: int, label: str) -> str:
+    """``err``'s message with its operator keys moved under ``operator.mixture[index]``."""
+    import re
+
+    key = f"operator.mixture[{index}]"
+    text = re.sub(r"'operator\.(?!mixture\[)", f"'{key}.", str(err))
+    return text if key in text else f"{key} ({label}): {text}"
+
+
+class OperatorMixture(Measurement):
+    """Several operators in one training (``operator.mixture``), each drawn with its weight.
+
+    ``operator.per: batch``: every training batch is measured by one operator, drawn from a
+    generator seeded by ``(seed, epoch, batch index)`` (:func:`~learn2invert.train.loop.measure`),
+    so all samples of a batch share the measurement shape and all processes of a data-parallel
+    run draw the same operator. ``per: sample``: each sample draws its own operator from its own
+    generator (seeded by ``(seed, epoch, index)``) before its physics; the batch's operators are
+    combined by :func:`concat_operators`. Samples of one batch are stacked into one ``y``, so
+    ``per: sample`` needs operators whose measurements have one shape; otherwise it is refused
+    with a :class:`ConfigError` naming ``operator.per``.
+
+    Called as a :class:`Measurement` (``(x, generator) -> (y, operator, sigma)``), it draws the
+    operator from ``generator``: one for the batch (``per: batch``) or one per sample. Validation
+    and ``l2i eval`` score each operator separately through :attr:`components` and :attr:`labels`.
+
+    Args:
+        config: the resolved config (``operator.mixture`` checked by
+            :func:`~learn2invert.train.config.load_config`).
+        image_shape: ``(C, H, W)`` or ``(C, D, H, W)`` of one ground-truth item.
+    """
+
+    def __init__(self, config: dict, image_shape: tuple[int, ...]):
+        self.cfg = config["operator"]
+        self.image_shape = tuple(image_shape)
+        self.name, self.fixed, self.user_class = "mixture", None, None
+        self.per = self.cfg.get("per", "batch")
+        if self.per not in ("batch", "sample"):
+            raise ConfigError(f"config key 'operator.per' must be batch or sample, got {self.per!r}")
+        entries = self.cfg["mixture"]
+        self.labels = [str(e.get("label", f"{e.get('name')}{i}")) for i, e in enumerate(entries)]
+        weights = []
+        for i, entry in enumerate(entries):
+            weight = entry.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+                raise ConfigError(f"config key 'operator.mixture[{i}].weight' must be a positive number, got {weight!r}")
+            weights.append(float(weight))
+        self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+        self._cumulative = torch.cumsum(self.weights, 0)
+        self.components: list[Measurement] = []
+        for i, label in enumerate(self.labels):
+            try:
+                self.components.append(Measurement(component_config(config, i), image_shape))
+            except (ConfigError, ValueError, TypeError) as err:
+                raise ConfigError(_entry_error(err, i, label)) from None
+        if self.per == "sample":
+            self._check_stackable()
+
+    def _check_stackable(self) -> None:
+        """Refuse ``per: sample`` when the operators' measurements differ in shape (one ``y`` per batch)."""
+        x = torch.zeros((1, *self.image_shape))
+        shapes = {}
+        for label, component in zip(self.labels, self.components):
+            y = component(x, torch.Generator().manual_seed(0))[0]
+            shapes[label] = tuple(y.shape[1:])
+        if len(set(shapes.values())) > 1:
+            listed = ", ".join(f"{label}: {shape}" for label, shape in shapes.items())
+            raise ConfigError(f"config key 'operator.per': sample draws an operator per sample, but the operators of "
+                              f"operator.mixture measure different shapes ({listed}); the samples of a batch are "
+                              "stacked into one tensor y, so they cannot be mixed within a batch: use per: batch "
+                              "(each batch draws one operator)")
+
+    def choose(self, generator: torch.Generator) -> int:
+        """The index of an operator drawn with the mixture's weights (one uniform draw from ``generator``)."""
+        u = torch.rand((), generator=generator, dtype=torch.float64)
+        return min(int(torch.searchsorted(self._cumulative, u, right=True)), len(self.components) - 1)
+
+    def _batched_operator(self, batch: int, generator: torch.Generator):
+        raise ConfigError("operator.mixture lists several operators; build one of measurement.components "
+                          f"({', '.join(self.labels)}), or the single-operator config component_config(config, k)")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator):
+        """x: (B, *image_shape) -> (y, operator, sigma): one drawn operator for the batch
+        (``per: batch``), or one per sample combined by :func:`concat_operators` (``per: sample``)."""
+        if self.per == "batch":
+            return self.components[self.choose(generator)](x, generator)
+        parts = [self.components[self.choose(generator)](x[k:k + 1], generator) for k in range(x.shape[0])]
+        return (torch.cat([p[0] for p in parts]), concat_operators([p[1] for p in parts]),
+                torch.cat([p[2] for p in parts]))
+
+
+def _batch_key(op) -> tuple | None:
+    """Operators with equal keys stack along the batch through their mask (and coil maps); None: they don't."""
+    from ..operators.multicoil import MultiCoilMRI
+
+    mask = getattr(op, "mask", None)
+    if not isinstance(mask, torch.Tensor):
+        return None
+    if isinstance(op, MultiCoilMRI):
+        return (MultiCoilMRI, op.fft_dims, tuple(mask.shape[1:]), tuple(op.sensitivities.shape[1:]))
+    return (type(op), getattr(op, "fft_dims", None), tuple(mask.shape[1:]))
+
+
+def _stack(ops: list):
+    """Operators of one :func:`_batch_key`, one per sample, as one operator with masks stacked."""
+    from ..operators.multicoil import MultiCoilMRI
+
+    first = ops[0]
+    masks = torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops])
+    if isinstance(first, MultiCoilMRI):  # per-sample masks and coil maps
+        return MultiCoilMRI(masks, torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
+                            fft_dims=first.fft_dims)
+    if hasattr(first, "fft_dims"):  # MRI: keep the FFT model (per-slice 2-D or 3-D) of the samples
+        return type(first)(masks, fft_dims=first.fft_dims)
+    return type(first)(masks)
+
+
+def concat_operators(ops: list):
+    """One operator for a batch from the per-sample ones (sample ``k`` measured by ``ops[k]``).
+
+    One shared operator is returned as it is; MRI and inpainting operators of one kind get their
+    masks (and coil maps) stacked along the batch; anything else (the operators of an operator
+    mixture drawn per sample) becomes a :class:`~learn2invert.operators.per_sample.PerSampleOperators`
+    that applies each operator to its own samples.
+    """
+    first = ops[0]
+    if all(op is first for op in ops):
+        return first
+    keys = [_batch_key(op) for op in ops]
+    if keys[0] is not None and all(k == keys[0] for k in keys):
+        return _stack(ops)
+    from ..operators.per_sample import PerSampleOperators
+
+    groups: dict = {}  # stackable kind, or the operator object itself -> batch positions
+    for k, (op, key) in enumerate(zip(ops, keys)):
+        groups.setdefault(key if key is not None else ("object", id(op)), []).append(k)
+    combined = [_stack([ops[k] for k in group]) if key[0] != "object" else ops[group[0]] for key, group in groups.items()]
+    return PerSampleOperators(combined, list(groups.values()))
 
 
 def user_operator_class(name: str) -> type:

@@ -6,7 +6,9 @@ epoch and, where it concerns one sample, that sample's dataset index:
 - the order of the samples: a ``DistributedSampler`` seeded by ``(seed, epoch)`` (``set_epoch``);
 - the crops and augmentations: the datasets seed each item by ``(seed, epoch, index)``;
 - the measurement of a sample (operator physics such as MRI masks, noise level, noise) and its
-  loss pixel mask: a generator seeded by ``(seed, epoch, index)`` (:func:`sample_generators`).
+  loss pixel mask: a generator seeded by ``(seed, epoch, index)`` (:func:`sample_generators`);
+- the operator of a batch of an operator mixture with ``operator.per: batch``: a generator
+  seeded by ``(seed, epoch, global batch index)`` (:func:`batch_generator`).
 
 So an epoch can be repeated exactly: a run killed mid-epoch resumes with ``--resume`` from the
 last finished epoch and redoes the epoch it lost. And it does not matter how a batch is split
@@ -35,14 +37,13 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..data.skipping import SkipBadFiles
-from ..operators.multicoil import MultiCoilMRI
 from ..outputs import check_output_folder
 from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
                          has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
 from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
-from .experiment import (PER_STEP_SCHEDULES, Measurement, build_dataset, build_optimizer, build_solver,
-                         empty_validation_message)
+from .experiment import (PER_STEP_SCHEDULES, Measurement, OperatorMixture, build_dataset, build_optimizer, build_solver,
+                         concat_operators, empty_validation_message)
 from .losses import iterate_loss, pixel_subsample_mask
 from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
@@ -106,34 +107,32 @@ def sample_generators(seed: int, epoch: int, indices) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed_from(seed, epoch, "sample", int(i))) for i in indices]
 
 
-def _concat_operators(ops: list):
-    """One operator for a batch from the per-sample ones: shared, or masks stacked along the batch."""
-    first = ops[0]
-    if all(op is first for op in ops):
-        return first
-    if all(isinstance(op, MultiCoilMRI) for op in ops):  # per-sample masks and coil maps
-        return MultiCoilMRI(torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops]),
-                            torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
-                            fft_dims=first.fft_dims)
-    if all(type(op) is type(first) and isinstance(getattr(op, "mask", None), torch.Tensor) for op in ops):
-        masks = torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops])
-        if hasattr(first, "fft_dims"):  # MRI: keep the FFT model (per-slice 2-D or 3-D) of the samples
-            return type(first)(masks, fft_dims=first.fft_dims)
-        return type(first)(masks)
-    raise TypeError(f"cannot batch per-sample operators of type {type(first).__name__}: "
-                    "the training loop stacks per-sample physics through a 'mask' buffer")
+def batch_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
+    """The generator of a whole batch, seeded by ``(seed, epoch, global batch index)``: it draws the
+    operator of an operator mixture with ``per: batch`` (the same on every process)."""
+    return torch.Generator().manual_seed(seed_from(seed, epoch, "batch", int(batch_index)))
 
 
-def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator]):
+def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator],
+            batch_gen: torch.Generator | None = None):
     """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
 
     ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
     :class:`~.experiment.Measurement` gives them, and the operator holds every sample's physics.
+    An :class:`~.experiment.OperatorMixture` with ``per: batch`` first draws the batch's operator
+    from ``batch_gen`` (:func:`batch_generator`; required then), so the samples' own generators
+    draw exactly what they would under that single operator. Single-operator measurements
+    ignore ``batch_gen``.
     """
+    if isinstance(measurement, OperatorMixture) and measurement.per == "batch":
+        if batch_gen is None:
+            raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
+                             "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
+        measurement = measurement.components[measurement.choose(batch_gen)]
     parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
     y = torch.cat([p[0] for p in parts])
     sigma = torch.cat([p[2] for p in parts])
-    return y, _concat_operators([p[1] for p in parts]), sigma
+    return y, concat_operators([p[1] for p in parts]), sigma
 
 
 def _scored(iterates: list[torch.Tensor], x: torch.Tensor, loss_cfg: dict, generators: list[torch.Generator]):
@@ -367,7 +366,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         for batch_index, (indices, x) in enumerate(bar, start=skip):
             x = x.to(device)
             generators = sample_generators(seed, epoch, indices.tolist())
-            y, op, sigma = measure(measurement, x, generators)
+            y, op, sigma = measure(measurement, x, generators, batch_generator(seed, epoch, batch_index))
             with autocast(precision, device):
                 iterates = step_model(y, op, sigma=sigma)
             iterates, target = _scored([it.float() for it in iterates], x, loss_cfg, generators)
@@ -600,4 +599,5 @@ def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
 
 
 __all__ = ["train", "load_solver", "weights_file", "BEST_FILE", "TrainingDiverged", "resolve_device", "measure", "sample_generators",
+           "batch_generator",
            "DivergenceWarning", "validation_warning", "NotAReconstructionRun", "check_reconstruction_run"]

@@ -71,14 +71,17 @@ def check_batch_fits(solver: torch.nn.Module, sample: torch.Tensor, measurement,
     if free is None:
         return
     x = sample[None].to(device)
-    y, op, sigma = measurement(x, torch.Generator().manual_seed(0))
-    was_training = solver.training
-    solver.eval()
-    try:
-        per_sample = saved_tensor_bytes(lambda: solver(y, op, sigma=sigma)[-1].float().square().mean(),
-                                        solver.parameters())
-    finally:
-        solver.train(was_training)
+    per_sample = 0
+    # An operator mixture: the operator whose measurement costs the most memory decides.
+    for probe in getattr(measurement, "components", None) or [measurement]:
+        y, op, sigma = probe(x, torch.Generator().manual_seed(0))
+        was_training = solver.training
+        solver.eval()
+        try:
+            per_sample = max(per_sample, saved_tensor_bytes(lambda: solver(y, op, sigma=sigma)[-1].float().square().mean(),
+                                                            solver.parameters()))
+        finally:
+            solver.train(was_training)
     need = HEADROOM * batch_size * per_sample
     if need > free:
         fits = max(0, int(free / (HEADROOM * per_sample)))

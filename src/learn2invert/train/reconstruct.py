@@ -39,7 +39,7 @@ from ..operators.multicoil import estimate_sensitivities
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..outputs import check_output_file
-from .experiment import Measurement
+from .experiment import Measurement, component_config
 from .loop import load_solver, resolve_device
 from .validate import magnitude
 
@@ -97,6 +97,9 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             the run's config (the mean of a [low, high] range).
         progress: a progress bar per slice of a fastMRI volume, and its notices printed (stdout).
 
+    A run trained on an operator mixture (``operator.mixture``) reconstructs with the first
+    operator of its list (its config's entry 0).
+
     Returns:
         ``{"output": path, "side_by_side": path}`` plus, when there is a truth to compare with,
         ``"metrics": {"adjoint": {"psnr", "ssim"}, "estimate": {"psnr", "ssim"}}``. fastMRI
@@ -131,6 +134,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         raise ValueError(f"unsupported output file {output} for a {kind} input: expected one of "
                          f"{', '.join(OUTPUT_SUFFIXES[kind])}")
     solver, config, _, image_shape = load_solver(run_dir, resolve_device(device))
+    if config["operator"].get("mixture"):  # a run trained on several operators reconstructs with its first one
+        config = component_config(config, 0)
     if sigma is not None:  # the user's noise level replaces the training one, for the solver and any simulation
         config = {**config, "operator": {**config["operator"], "noise_sigma": float(sigma)}}
     run = Run(solver, config, image_shape, next(solver.parameters()).device)

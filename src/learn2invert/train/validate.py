@@ -143,7 +143,20 @@ def validate(solver, dataset: Dataset, measurement, config: dict, device: torch.
 
     The NMSE is ``sum ||x_hat - x||^2 / sum ||x||^2`` over the set (fastMRI computes it per
     volume): a mean of per-image NMSEs is dominated by any near-black image.
+
+    An operator mixture (:class:`~.experiment.OperatorMixture`) is validated on each of its
+    operators separately, on the same images: ``psnr/LABEL``, ``ssim/LABEL``, ``nmse/LABEL`` and
+    ``loss/LABEL`` per operator, and ``psnr``, ``ssim``, ``nmse``, ``loss`` the plain means over
+    the operators (each counts once, whatever its training weight; the best weights are those
+    of the lowest mean loss).
     """
+    components = getattr(measurement, "components", None)
+    if components:
+        per_operator = {label: validate(solver, dataset, component, config, device)
+                        for label, component in zip(measurement.labels, components)}
+        keys = ("psnr", "ssim", "nmse", "loss")
+        means = {k: sum(m[k] for m in per_operator.values()) / len(per_operator) for k in keys}
+        return {**means, **{f"{k}/{label}": m[k] for label, m in per_operator.items() for k in keys}}
     scores = score_dataset(solver, dataset, measurement, device, batch_size=config["train"]["val_batch_size"],
                            data_range=config["data"]["data_range"], loss=config["loss"]["name"])
     return {"psnr": float(scores["last"]["psnr"].mean()), "ssim": float(scores["last"]["ssim"].mean()),
