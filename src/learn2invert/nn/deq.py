@@ -120,6 +120,17 @@ class FixedPointStats:
         }
 
 
+def summarise_stats(stats: list[FixedPointStats]) -> dict[str, float]:
+    """Mean iterations, mean and worst relative residual over the fixed-point solves of one forward
+    pass (``fp_iterations``, ``fp_residual``, ``fp_residual_max``); ``{}`` for no solves."""
+    if not stats:
+        return {}
+    iterations = torch.cat([s.iterations for s in stats]).double()
+    residual = torch.cat([s.residual for s in stats]).double()
+    return {"fp_iterations": float(iterations.mean()), "fp_residual": float(residual.mean()),
+            "fp_residual_max": float(residual.max())}
+
+
 def _relative_residual(fx: Tensor, x: Tensor) -> Tensor:
     """``||fx - x|| / ||fx||`` per row of ``(B, N)`` tensors; 0 where both are 0."""
     tiny = torch.finfo(fx.dtype).tiny
@@ -699,4 +710,5 @@ __all__ = [
     "fixed_point",
     "fixed_point_iteration",
     "sn_conv",
+    "summarise_stats",
 ]

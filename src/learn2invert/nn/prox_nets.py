@@ -5,6 +5,8 @@ with ``S = (H, W)`` or ``(D, H, W)``, and each is residual (``x + net(x)``) with
 convolution initialised at zero, so an untrained prox is the identity and an untrained unrolled
 solver is plain gradient descent on the data term. That start matters at laptop scale: a few
 minutes of training begin from a sensible reconstruction instead of from noise.
+
+Every prox subclasses :class:`Prox`, which declares the hooks the unrolled solver calls.
 """
 from __future__ import annotations
 
@@ -13,6 +15,37 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .conv_gru import conv_nd
+from .deq import FixedPointStats
+
+
+class Prox(nn.Module):
+    """A learned proximal map ``(B, C, *S) -> (B, C, *S)`` for the unrolled solvers, and the hooks they call.
+
+    Subclasses implement ``forward(x)``; the hooks have defaults that suit a plain network:
+
+    - :meth:`scalar_parameters`: scalars that train at the solver's ``scalar_lr`` (default none);
+    - :meth:`initial_guess`: the start for ``init="prox"`` (default: the prox has none, ``ValueError``);
+    - :attr:`stats` / :meth:`reset_stats`: the fixed-point solves of the last forward pass, which
+      equilibrium proxes append to (default: stays empty).
+
+    The base adds no parameters or buffers (state-dict keys are the subclass's own).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: list[FixedPointStats] = []
+
+    def scalar_parameters(self) -> list[nn.Parameter]:
+        """Scalar parameters to train at the solver's own rate for scalars (none by default)."""
+        return []
+
+    def initial_guess(self, like: torch.Tensor) -> torch.Tensor:
+        """A starting image with the shape of ``like`` ``(B, C, *S)``, for ``init="prox"``."""
+        raise ValueError(f"init='prox' needs a prox with initial_guess(); {type(self).__name__} has none")
+
+    def reset_stats(self) -> None:
+        """Forget the fixed-point statistics of the previous forward pass."""
+        self.stats = []
 
 
 def _zero_last(conv: nn.Module) -> None:
@@ -25,7 +58,7 @@ def _batch_norm(features: int, dims: int) -> nn.Module:
     return nn.BatchNorm2d(features) if dims == 2 else nn.BatchNorm3d(features)
 
 
-class DnCNN(nn.Module):
+class DnCNN(Prox):
     """DnCNN (Zhang et al. 2017) as a residual prox: ``x + net(x)``.
 
     ``depth`` convolutions of ``features`` channels, 3x3[x3]: conv+ReLU, then ``depth - 2`` times
@@ -82,7 +115,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(h + self.body(h))
 
 
-class ResNetProx(nn.Module):
+class ResNetProx(Prox):
     """The ResNet prox of Mardani et al. (2018), the flow-unfolding paper's first baseline.
 
     A 3x3 convolution lifts the image to ``features`` maps, ``blocks`` residual blocks of two
@@ -104,7 +137,7 @@ class ResNetProx(nn.Module):
         return x + self.net(x)
 
 
-class UNetProx(nn.Module):
+class UNetProx(Prox):
     """The library's U-Net (:class:`learn2invert.solvers.unet.UNet`, residual, output conv at zero) as a prox."""
 
     def __init__(self, channels: int, dims: int = 2, features: int = 32, depth: int = 3, norm: str = "instance") -> None:
@@ -118,4 +151,4 @@ class UNetProx(nn.Module):
         return self.unet(None, None, x0=x)[0]
 
 
-__all__ = ["DnCNN", "ResNetProx", "ResidualBlock", "UNetProx"]
+__all__ = ["DnCNN", "Prox", "ResNetProx", "ResidualBlock", "UNetProx"]

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.conv_gru import conv_nd
-from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
+from ..operators.base import LinearOperator
 from ..operators.likelihood import normal
+from .base import Solver
 from .classical import conjugate_gradient
 
 
@@ -42,7 +43,7 @@ class ProxCNN(nn.Module):
         return v + self.net(v)
 
 
-class ADMMNet(nn.Module):
+class ADMMNet(Solver):
     """Unrolled ADMM with a learned CNN prox per stage.
 
     Args:
@@ -81,23 +82,12 @@ class ADMMNet(nn.Module):
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
         """Returns the K estimates ``z_k``, each with the image shape ``(B, C, *S)``."""
-        steps = self.stages if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.stages:
-            raise ValueError(f"steps must be an int in [1, {self.stages}] (untied stages), got {steps!r}")
-        check_measurements(y, "ADMMNet")
-        check_parameter_dtype(self, y, "measurements y", "ADMMNet")
-        aty = operator.A_adjoint(y)
-        if aty.dim() != self.dims + 2 or aty.shape[1] != self.channels or 0 in aty.shape[1:]:
-            raise ValueError(f"this ADMM-Net (dims={self.dims}, channels={self.channels}) needs images (B, C, ...) with "
-                             f"C={self.channels}; A_adjoint(y) has shape {tuple(aty.shape)}")
-        check_parameter_dtype(self, aty, "A_adjoint(y)", "ADMMNet")
-        if x0 is not None:
-            if not isinstance(x0, torch.Tensor) or x0.shape != aty.shape or x0.dtype != aty.dtype:
-                got = f"{tuple(x0.shape)} {x0.dtype}" if isinstance(x0, torch.Tensor) else type(x0).__name__
-                raise ValueError(f"ADMMNet: x0 must have the shape and dtype of A_adjoint(y), {tuple(aty.shape)} "
-                                 f"{aty.dtype}; got {got}")
-            check_finite(x0, "x0", "ADMMNet")
-        z = aty if x0 is None else x0
+        steps = self.check_steps(steps, self.stages, limit=self.stages)
+        z = self.start(y, operator, x0)
+        aty = z if x0 is None else operator.A_adjoint(y)  # the right-hand side of every x-update
+        if aty.shape != z.shape or aty.dtype != z.dtype:
+            raise ValueError(f"ADMMNet: x0 must have the shape and dtype of A_adjoint(y), {tuple(aty.shape)} "
+                             f"{aty.dtype}; got {tuple(z.shape)} {z.dtype}")
         u = torch.zeros_like(z)
         rho, eta = F.softplus(self.rho_raw), F.softplus(self.eta_raw)
         estimates = []

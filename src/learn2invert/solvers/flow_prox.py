@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.flows import Glow, dequantize
+from ..nn.prox_nets import Prox
 from .unrolled import inverse_softplus
 
 OFFSET = 0.5  # images in [0, 1] enter the flow as x - OFFSET
@@ -59,7 +60,7 @@ class FlowDensity(nn.Module):
         return self.bits_per_dim(x)
 
 
-class GlowProx(nn.Module):
+class GlowProx(Prox):
     """Latent-space shrinkage through a GLOW flow: ``x -> g(f(x - 0.5) / (1 + lambda)) + 0.5``.
 
     Args:
@@ -88,12 +89,21 @@ class GlowProx(nn.Module):
     def scalar_parameters(self) -> list[nn.Parameter]:
         return [self.shrink_raw]
 
+    def _check_size(self, x: torch.Tensor) -> None:
+        # The flow's own check does not say who refused the image; inside an unrolled solver that matters.
+        k = 2**self.flow.levels
+        if x.dim() != 4 or x.shape[-2] % k or x.shape[-1] % k or 0 in x.shape[-2:]:
+            raise ValueError(f"GlowProx: images must have shape (B, C, H, W) with H and W positive multiples of "
+                             f"2**levels = {k}, got shape {tuple(x.shape)}")
+
     def initial_guess(self, like: torch.Tensor) -> torch.Tensor:
         """The most likely image ``g(0)`` with the batch size and image shape of ``like``."""
+        self._check_size(like)
         z = torch.zeros(like.shape[0], like[0].numel(), dtype=like.dtype, device=like.device)
         return self.flow.decode(z, image_size=tuple(like.shape[-2:])) + OFFSET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_size(x)
         z, _ = self.flow.encode(x - OFFSET)
         return self.flow.decode(z / (1 + self.shrinkage()), image_size=tuple(x.shape[-2:])) + OFFSET
 

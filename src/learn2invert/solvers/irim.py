@@ -19,17 +19,15 @@ operator and ``sigma`` are per-call constants of the data step.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn.invertible import invertible_sequence, local_backward
 from ..nn.irim_layers import IRIMLayer
-from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
-from ..operators.likelihood import back_projection, data_gradient
+from ..operators.base import LinearOperator
+from .base import Solver
 
 MEMORY_MODES = ("invertible", "autograd")
 # A 10-layer "fanned" pattern of downsampling factors per step (paper Sec. 3.3: 10 invertible
@@ -78,7 +76,7 @@ class _DataStep:
         return x, grad_x, grads[1:]
 
 
-class IRIM(nn.Module):
+class IRIM(Solver):
     """Invertible RIM for linear inverse problems ``y = A x + n``.
 
     Args:
@@ -131,8 +129,7 @@ class IRIM(nn.Module):
             raise ValueError(f"dims must be 2 or 3, got {dims!r}")
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        self.check_steps(steps, steps)
         if state_channels < 2 * channels:
             raise ValueError(f"state_channels must be >= 2 * channels = {2 * channels} (estimate + gradient), "
                              f"got {state_channels}")
@@ -143,8 +140,8 @@ class IRIM(nn.Module):
         downsampling = tuple(int(d) for d in downsampling)
         if not downsampling or min(downsampling) < 1:
             raise ValueError(f"downsampling must list factors >= 1, got {downsampling}")
-        if not sigma > 0 or not eps_init > 0:
-            raise ValueError(f"sigma and eps_init must be > 0, got {sigma}, {eps_init}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
         self.channels, self.dims, self.steps = channels, dims, steps
         self.state_channels, self.downsampling = state_channels, downsampling
         self.memory, self.anchor_every, self.sigma, self.init = memory, anchor_every, float(sigma), init
@@ -153,11 +150,7 @@ class IRIM(nn.Module):
                           for d in downsampling)
             for _ in range(steps)
         )
-        self.phi = nn.Parameter(torch.tensor(math.log(math.expm1(eps_init))))
-
-    @property
-    def eps(self) -> torch.Tensor:
-        return F.softplus(self.phi)
+        self.add_eps(eps_init)
 
     @property
     def layers(self) -> int:
@@ -172,30 +165,16 @@ class IRIM(nn.Module):
                             sigma2: torch.Tensor) -> torch.Tensor:
         """``grad_eta log p(y | eta)`` with noise variance ``sigma^2 + eps``, shape of ``eta``: ``A^T (y - A eta) /
         (sigma^2 + eps)`` for linear operators, see :func:`~learn2invert.operators.likelihood.data_gradient`."""
-        return data_gradient(operator, eta, y, sigma2 + self.eps, owner=type(self).__name__)
+        return self.data_gradient(eta, y, operator, sigma2)
 
-    def _check(self, x0: torch.Tensor, steps: int) -> None:
-        layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
-        if (not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.dim() != self.dims + 2
-                or x0.shape[1] != self.channels or 0 in x0.shape[1:]):
-            got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-            raise ValueError(f"this i-RIM (dims={self.dims}, channels={self.channels}) needs real images of shape {layout}"
-                             f" with C={self.channels}; the image (x0, or A_adjoint(y)) has shape {got}")
-        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y))", "IRIM")
+    def check_image(self, x: torch.Tensor, what: str = "the image (x0, or A_adjoint(y) when x0 is None)") -> None:
+        """The base checks, and H, W divisible by the largest downsampling factor."""
+        super().check_image(x, what)
         factor = max(self.downsampling)
-        if any(n % factor for n in x0.shape[-2:]):
+        if any(n % factor for n in x.shape[-2:]):
+            layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
             raise ValueError(f"IRIM: images must have shape {layout} with H and W divisible by the largest "
-                             f"downsampling factor {factor}; the image has shape {tuple(x0.shape)}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.steps:
-            raise ValueError(f"steps must be an int in [1, {self.steps}] (untied weights per step), got {steps!r}")
-
-    def _noise_variance(self, sigma, x0: torch.Tensor) -> torch.Tensor:
-        s = torch.as_tensor(self.sigma if sigma is None else sigma, dtype=x0.dtype, device=x0.device)
-        if s.numel() != 1 and s.dim() != x0.dim():
-            raise ValueError(f"sigma must be a float or a (B, 1, ...) tensor of the image's rank, got shape {tuple(s.shape)}")
-        if not bool(torch.all(s > 0)) or not bool(torch.all(torch.isfinite(s))):
-            raise ValueError(f"sigma (noise standard deviation) must be finite and > 0, got {sigma}")
-        return s * s
+                             f"downsampling factor {factor}; the image has shape {tuple(x.shape)}")
 
     def step_layers(self, t: int, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor) -> list:
         """The invertible layers of step t (data step, then ``h_t``) for one call."""
@@ -220,21 +199,9 @@ class IRIM(nn.Module):
             with ``memory="invertible"`` (intermediate states are not kept; the paper's loss is
             on the last step).
         """
-        steps = self.steps if steps is None else steps
-        check_measurements(y, "IRIM")
-        check_parameter_dtype(self, y, "measurements y", "IRIM")
-        given = x0 is not None
-        if x0 is None:
-            x0 = back_projection(operator, y, scaled=self.init == "scaled_adjoint")  # its shape also for init="zeros"
-            if self.init == "zeros":
-                x0 = torch.zeros_like(x0)
-        self._check(x0, steps)
-        if given:
-            if x0.shape[0] != y.shape[0]:
-                raise ValueError(f"IRIM: x0 of shape {tuple(x0.shape)} has another batch size than y {tuple(y.shape)}; "
-                                 "x0 must have the image shape (B, C, ...) of A_adjoint(y)")
-            check_finite(x0, "x0", "IRIM")
-        sigma2 = self._noise_variance(sigma, x0)
+        steps = self.check_steps(steps, self.steps, limit=self.steps)
+        x0 = self.start(y, operator, x0)
+        sigma2 = self.noise_variance(sigma, x0)
         if x0.shape[0] == 0:  # empty batch: nothing to run (the invertible layers reject B = 0)
             kept = 1 if self.memory == "invertible" and torch.is_grad_enabled() else steps
             return [x0.clone() for _ in range(kept)]

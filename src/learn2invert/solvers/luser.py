@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, sn_conv
-from ..nn.prox_nets import DnCNN
+from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, sn_conv, summarise_stats
+from ..nn.prox_nets import DnCNN, Prox
 from ..operators.base import LinearOperator
 from ..operators.likelihood import back_projection, data_gradient, operator_norm_squared
+from .base import Solver
 from .unrolled import INITS, STEP_UNITS, inverse_softplus, load_pretrained_prox
 
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (the paper does not give it)
@@ -35,16 +36,6 @@ NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (the paper does not give it)
 
 def _solver(settings: dict | None, default_tol: float, default_iter: int) -> FixedPointSolver:
     return FixedPointSolver(**{"tol": default_tol, "max_iter": default_iter, **(settings or {})})
-
-
-def _summarise(stats: list[FixedPointStats]) -> dict[str, float]:
-    """Mean iterations, mean and worst relative residual over the fixed-point solves of one forward pass."""
-    if not stats:
-        return {}
-    iterations = torch.cat([s.iterations for s in stats]).double()
-    residual = torch.cat([s.residual for s in stats]).double()
-    return {"fp_iterations": float(iterations.mean()), "fp_residual": float(residual.mean()),
-            "fp_residual_max": float(residual.max())}
 
 
 class _EquilibriumMap(nn.Module):
@@ -72,7 +63,7 @@ class _EquilibriumMap(nn.Module):
         return self.gain * self.mix(torch.cat([self.data(r), injection], dim=1))
 
 
-class ShallowEquilibriumProx(nn.Module):
+class ShallowEquilibriumProx(Prox):
     """LUSER's learned proximal update (paper Table 1): ``d -> d + r*`` with ``r* = Mix(Data(r*) ++ Inject(d))``.
 
     Args:
@@ -103,13 +94,6 @@ class ShallowEquilibriumProx(nn.Module):
         self.equilibrium = DEQFixedPoint(_EquilibriumMap(channels, dims, features, groups, gain_init),
                                          forward_solver=_solver(forward_solver, 1e-3, 15),
                                          backward_solver=_solver(backward_solver, 1e-3, 10), backward=backward)
-        self.stats: list[FixedPointStats] = []
-
-    def reset_stats(self) -> None:
-        self.stats = []
-
-    def diagnostics(self) -> dict[str, float]:
-        return _summarise(self.stats)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         injection = self.inject(d)
@@ -141,7 +125,7 @@ class _ProxGradientMap(nn.Module):
         return self.prox(x + step * data_gradient(operator, x, y, owner="DEQ4IP"))
 
 
-class DEQ4IP(nn.Module):
+class DEQ4IP(Solver):
     """Deep equilibrium proximal gradient (Gilton et al. 2021) with a spectrally normalised DnCNN prox.
 
     Args:
@@ -176,24 +160,28 @@ class DEQ4IP(nn.Module):
         prox = DnCNN(channels, dims=dims, depth=depth, features=features, batch_norm=False, spectral=True)
         if pretrained:
             load_pretrained_prox(prox, pretrained)
-        self.init = init
+        self.init, self.channels, self.dims = init, channels, dims
         self.equilibrium = DEQFixedPoint(_ProxGradientMap(prox, step_init, learn_step),
                                          forward_solver=_solver(forward_solver, 1e-3, 30),
                                          backward_solver=_solver(backward_solver, 1e-3, 20), backward=backward)
         self.stats: list[FixedPointStats] = []
 
     def diagnostics(self) -> dict[str, float]:
-        return _summarise(self.stats)
+        """Iterations and residuals of the last forward pass's fixed-point solve."""
+        return summarise_stats(self.stats)
+
+    def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
+        """The base class's starts; ``A^T y / ||A||^2`` for ``init="adjoint"`` in Lipschitz units."""
+        if self.init == "adjoint" and self.step_units == "lipschitz":
+            return back_projection(operator, y, scaled=True)
+        return super().initial_estimate(y, operator)
 
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
-        if not torch.isfinite(y).all():
-            raise ValueError("the measurements y contain NaN or Inf")
-        lipschitz = self.step_units == "lipschitz"
-        if x0 is None:
-            aty = back_projection(operator, y, scaled=lipschitz and self.init == "adjoint")
-            x0 = {"adjoint": aty, "zeros": torch.zeros_like(aty), "measurement": y}[self.init]
-        if lipschitz:  # a zero operator has no scale: 1 keeps the step finite
+        """Solve ``x* = prox(x* + mu A^T(y - A x*))`` from ``x0``; ``steps`` and ``sigma`` are unused
+        (the solve runs to its tolerance). Returns ``[x*]``, shape ``(B, C, *S)``."""
+        x0 = self.start(y, operator, x0)
+        if self.step_units == "lipschitz":  # a zero operator has no scale: 1 keeps the step finite
             x = self.equilibrium(x0, y, operator, operator_norm_squared(operator, x0) or 1.0)
         else:
             x = self.equilibrium(x0, y, operator)

@@ -35,8 +35,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn.conv_gru import ConvGRUCell, conv_nd
-from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
-from ..operators.likelihood import back_projection, data_gradient
+from ..operators.base import LinearOperator
+from .base import Solver
 
 VARIANTS = ("rim", "gdn", "ffn")
 ARCHITECTURES = ("strided", "mri")
@@ -264,7 +264,7 @@ def _batch_stats_frozen(module: nn.Module) -> Iterator[None]:
 
 
 # -------------------------------------------------------------------------------------- the solver
-class RIM(nn.Module):
+class RIM(Solver):
     """Recurrent inference machine for linear inverse problems ``y = A x + n``, ``n ~ N(0, sigma^2)``.
 
     Args:
@@ -333,8 +333,6 @@ class RIM(nn.Module):
             raise ValueError(f"memory must be one of {MEMORY_MODES} for the RIM, got {memory!r}")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        if not eps_init > 0:
-            raise ValueError(f"eps_init must be > 0, got {eps_init}")
         self.channels = channels
         self.dims = dims
         self.variant = variant
@@ -342,7 +340,7 @@ class RIM(nn.Module):
         self.memory = memory
         self.sigma = float(sigma)
         self._link = _make_link(link)
-        self.steps = self._check_steps(steps if steps is not None else (20 if architecture == "strided" else 8))
+        self.steps = self.check_steps(steps, 20 if architecture == "strided" else 8)
 
         # Input: current estimate Psi(eta) (C) and likelihood gradient (C); GDN drops the estimate.
         in_channels = channels if variant == "gdn" else 2 * channels
@@ -373,66 +371,29 @@ class RIM(nn.Module):
                 hidden_channels=64 if hidden_channels is None else hidden_channels,
                 recurrent=recurrent,
             )
-        # eps = softplus(phi): phi = log(expm1(eps_init)) inverts softplus.
-        self.phi = nn.Parameter(torch.tensor(math.log(math.expm1(eps_init))))
+        self.add_eps(eps_init)
 
     @property
     def link(self) -> str:
         """Name of the link function Psi."""
         return self._link.name
 
-    @property
-    def eps(self) -> torch.Tensor:
-        """The positive stabiliser ``softplus(phi)`` added to ``sigma^2`` (0-dim tensor, units of ``y^2``)."""
-        return F.softplus(self.phi)
-
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, dims={self.dims}, steps={self.steps}, variant={self.variant!r}, "
                 f"architecture={self.architecture!r}, link={self.link!r}, sigma={self.sigma}, memory={self.memory!r}")
 
-    @staticmethod
-    def _check_steps(steps: int) -> int:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        return steps
-
-    def _check_image(self, x0: torch.Tensor) -> None:
-        layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
-        if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-            raise ValueError(f"RIM: the image x0 must be a real floating-point tensor of shape {layout}")
-        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels or 0 in x0.shape[1:]:
-            raise ValueError(
-                f"this RIM (dims={self.dims}, channels={self.channels}) needs images of shape {layout} with "
-                f"C={self.channels}; the image (x0, or A_adjoint(y) when x0 is None) has shape {tuple(x0.shape)}"
-            )
-        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y) when x0 is None)", "RIM")
+    def check_image(self, x: torch.Tensor, what: str = "the image (x0, or A_adjoint(y) when x0 is None)") -> None:
+        """The base checks, and a training-mode batch norm needs more than one value per channel."""
+        super().check_image(x, what)
         norm = getattr(self.cell, "down_norm", None)
-        if self.training and isinstance(norm, nn.modules.batchnorm._BatchNorm) and x0.shape[0] > 0:
-            low = [math.ceil(n / self.cell.stride) for n in x0.shape[2:]]
-            if x0.shape[0] * math.prod(low) < 2:
+        if self.training and isinstance(norm, nn.modules.batchnorm._BatchNorm) and x.shape[0] > 0:
+            low = [math.ceil(n / self.cell.stride) for n in x.shape[2:]]
+            if x.shape[0] * math.prod(low) < 2:
                 raise ValueError(
                     f"RIM: batch normalisation in training mode needs more than one value per channel, but an image "
-                    f"batch of shape {tuple(x0.shape)} gives 1 after the stride-{self.cell.stride} convolution; use a "
+                    f"batch of shape {tuple(x.shape)} gives 1 after the stride-{self.cell.stride} convolution; use a "
                     "larger batch or image, .eval(), or norm='instance' / 'layer' / 'none'"
                 )
-
-    def _noise_variance(self, sigma: float | torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
-        """``sigma^2`` as a tensor broadcastable to the image, after checking ``sigma > 0``."""
-        sigma = self.sigma if sigma is None else sigma
-        s = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
-        if s.numel() != 1:
-            try:
-                ok = s.dim() == x0.dim() and torch.broadcast_shapes(s.shape, x0.shape) == x0.shape
-            except RuntimeError:
-                ok = False
-            if not ok:
-                raise ValueError(
-                    f"sigma must be a float or a tensor of shape (B, 1, ...) broadcastable to the image "
-                    f"{tuple(x0.shape)}, got shape {tuple(s.shape)}"
-                )
-        if not bool(torch.all(s > 0)) or not bool(torch.all(torch.isfinite(s))):
-            raise ValueError(f"sigma (noise standard deviation) must be finite and > 0, got {sigma}")
-        return s * s
 
     def latent_gradient(
         self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor
@@ -444,8 +405,7 @@ class RIM(nn.Module):
         model through :func:`~learn2invert.operators.likelihood.data_gradient`. Shape of ``eta``;
         ``sigma2`` is the noise variance, broadcastable to ``eta``.
         """
-        grad_x = data_gradient(operator, self._link(eta), y, sigma2 + self.eps, owner=type(self).__name__)
-        return self._link.pullback(eta, grad_x)
+        return self._link.pullback(eta, self.data_gradient(self._link(eta), y, operator, sigma2))
 
     def _step(
         self, eta: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, *state: torch.Tensor, operator: LinearOperator
@@ -485,21 +445,9 @@ class RIM(nn.Module):
             reconstruction. The recurrent state starts at zeros (at the downsampled resolution
             for the strided cell).
         """
-        steps = self.steps if steps is None else self._check_steps(steps)
-        check_measurements(y, "RIM")
-        check_parameter_dtype(self, y, "measurements y", "RIM")
-        given = x0 is not None
-        if x0 is None:
-            x0 = back_projection(operator, y, scaled=self.init == "scaled_adjoint")  # its shape also for init="zeros"
-            if self.init == "zeros":
-                x0 = torch.zeros_like(x0)
-        self._check_image(x0)
-        if given:
-            if x0.shape[0] != y.shape[0]:
-                raise ValueError(f"RIM: x0 of shape {tuple(x0.shape)} has another batch size than y {tuple(y.shape)}; "
-                                 "x0 must have the image shape (B, C, ...) of A_adjoint(y)")
-            check_finite(x0, "x0", "RIM")
-        sigma2 = self._noise_variance(sigma, x0)
+        steps = self.check_steps(steps, self.steps)
+        x0 = self.start(y, operator, x0)
+        sigma2 = self.noise_variance(sigma, x0)
         eta = self._link.inverse(x0)
         state = self.cell.initial_state(x0)
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..operators.base import LinearOperator, check_finite, check_measurements, check_parameter_dtype
+from ..operators.base import LinearOperator
+from .base import Solver
 
 NORMS = ("instance", "batch", "layer", "none")
 
@@ -77,7 +78,7 @@ class UpBlock(nn.Module):
         return self.layers(x)
 
 
-class UNet(nn.Module):
+class UNet(Solver):
     """fastMRI-style U-Net that post-processes ``x0 = A^T y``, called like the RIM.
 
     Args:
@@ -146,16 +147,9 @@ class UNet(nn.Module):
         return (f"channels={self.channels}, dims={self.dims}, features={self.features}, depth={self.depth}, "
                 f"residual={self.residual}, norm={self.norm!r}")
 
-    def _check_image(self, x0: torch.Tensor) -> None:
-        layout = "(B, C, H, W)" if self.dims == 2 else "(B, C, D, H, W)"
-        if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-            raise ValueError(f"UNet: the image x0 must be a real floating-point tensor of shape {layout}")
-        if x0.dim() != self.dims + 2 or x0.shape[1] != self.channels or 0 in x0.shape[1:]:
-            raise ValueError(
-                f"this UNet (dims={self.dims}, channels={self.channels}) needs images of shape {layout} with "
-                f"C={self.channels}; the image (x0, or A_adjoint(y) when x0 is None) has shape {tuple(x0.shape)}"
-            )
-        check_parameter_dtype(self, x0, "the image (x0, or A_adjoint(y) when x0 is None)", "UNet")
+    def check_image(self, x0: torch.Tensor, what: str = "the image (x0, or A_adjoint(y) when x0 is None)") -> None:
+        """The base checks, H, W >= 2**depth, and more than one pixel at an instance-normalised bottleneck."""
+        super().check_image(x0, what)
         multiple = 2**self.depth
         height, width = x0.shape[-2:]
         if height < multiple or width < multiple:
@@ -211,18 +205,12 @@ class UNet(nn.Module):
             ``residual=False``), of the shape, dtype and units of ``x0``, so losses and scoring
             written for the RIM's list of iterates apply unchanged.
         """
-        # y is checked whenever it is given; x0's values only in a solver call (y given), not when
-        # the network is used as a plain image-to-image map inside another model (y=None).
-        if y is not None or x0 is None:
-            check_measurements(y, "UNet")
-            check_parameter_dtype(self, y, "measurements y", "UNet")
-        if x0 is None:
-            x0 = operator.A_adjoint(y)
-            self._check_image(x0)
+        if y is None and x0 is not None:
+            # The network as a plain image-to-image map inside another model (UNetProx): x0 is
+            # not scanned for NaN, to keep that path free of host synchronisations.
+            self.check_image(x0)
         else:
-            self._check_image(x0)
-            if y is not None:
-                check_finite(x0, "x0", "UNet")
+            x0 = self.start(y, operator, x0)
         multiple = 2**self.depth
         height, width = x0.shape[-2:]
         pad_h, pad_w = -height % multiple, -width % multiple

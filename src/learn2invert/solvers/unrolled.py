@@ -11,13 +11,14 @@ operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lips
 ``mu_k`` count in units of ``1 / ||A||^2`` (power iteration, or the norm the operator reports),
 so one config suits CT and unnormalised projections as well as orthonormal MRI.
 
-The prox is any ``nn.Module`` mapping an image to an image: the ResNet / U-Net / DnCNN
-baselines (:mod:`learn2invert.nn.prox_nets`), the GLOW latent shrinkage of the flow-unfolding
-paper (:mod:`learn2invert.solvers.flow_prox`) or the shallow equilibrium regulariser of LUSER
-(:mod:`learn2invert.solvers.luser`). Weights are untied
-(one prox per fold) or shared (one prox for every fold).
+The prox is any :class:`~learn2invert.nn.prox_nets.Prox` (an ``nn.Module`` mapping an image to
+an image, with optional hooks): the ResNet / U-Net / DnCNN baselines
+(:mod:`learn2invert.nn.prox_nets`), the GLOW latent shrinkage of the flow-unfolding paper
+(:mod:`learn2invert.solvers.flow_prox`) or the shallow equilibrium regulariser of LUSER
+(:mod:`learn2invert.solvers.luser`). Weights are untied (one prox per fold) or shared (one prox
+for every fold).
 
-The scalar parameters (step sizes, and whatever scalars a prox exposes through
+The scalar parameters (step sizes, and the scalars each prox lists in its
 ``scalar_parameters()``) may train with their own learning rate: :meth:`parameter_groups` gives
 the optimiser groups, as the flow-unfolding paper trains ``mu`` and ``lambda`` at 1e-2 while the
 networks train at 1e-5.
@@ -32,8 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.deq import summarise_stats
+from ..nn.prox_nets import Prox
 from ..operators.base import LinearOperator
-from ..operators.likelihood import back_projection, data_gradient, operator_norm_squared
+from ..operators.likelihood import back_projection, operator_norm_squared
+from .base import Solver
 
 INITS = ("adjoint", "measurement", "zeros", "prox")
 STEP_UNITS = ("absolute", "lipschitz")
@@ -44,11 +48,12 @@ def inverse_softplus(value: float) -> float:
     return value + math.log(-math.expm1(-value))
 
 
-class UnrolledProximalGradient(nn.Module):
+class UnrolledProximalGradient(Solver):
     """Proximal gradient descent unrolled for K folds with learned proximal maps.
 
     Args:
-        proxes: one prox module (shared by every fold) or K modules (untied, one per fold).
+        proxes: one :class:`~learn2invert.nn.prox_nets.Prox` (shared by every fold) or K of them
+            (untied, one per fold).
         folds: K; with a single shared prox it may exceed 1, with untied proxes it must equal
             ``len(proxes)``.
         step_init: initial step size ``mu`` (units of ``1 / ||A||^2``: 1 suits operators with
@@ -71,6 +76,8 @@ class UnrolledProximalGradient(nn.Module):
             as it is). Then ``step_init = 1`` is a stable gradient step on any operator and an
             untrained solver starts near the best-scaled back-projection. Opt-in, so that models
             trained in absolute units keep their outputs.
+        channels, dims: the image channels and spatial dimensions the proxes take, checked at
+            each call (``None``: not checked here; a mismatch then fails inside the prox).
 
     Call ``solver(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x_1, ..., x_K]``,
     each of the image shape ``(B, C, *S)``. ``sigma`` is accepted for interface compatibility and
@@ -79,9 +86,14 @@ class UnrolledProximalGradient(nn.Module):
 
     def __init__(self, proxes: nn.Module | Sequence[nn.Module], folds: int = 4, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", last_prox: bool = True,
-                 scalar_lr: float | None = None, step_units: str = "absolute") -> None:
+                 scalar_lr: float | None = None, step_units: str = "absolute", channels: int | None = None,
+                 dims: int | None = None) -> None:
         super().__init__()
         modules = [proxes] if isinstance(proxes, nn.Module) else list(proxes)
+        for module in modules:
+            if not isinstance(module, Prox):
+                raise TypeError(f"proxes must be learn2invert.nn.prox_nets.Prox modules (subclass it: forward(x) -> x "
+                                f"and optional hooks), got {type(module).__name__}")
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
             raise ValueError(f"folds must be a positive int, got {folds!r}")
         if len(modules) not in (1, folds):
@@ -92,7 +104,7 @@ class UnrolledProximalGradient(nn.Module):
             raise ValueError(f"step_init must be > 0, got {step_init}")
         if step_units not in STEP_UNITS:
             raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
-        self.step_units = step_units
+        self.step_units, self.channels, self.dims = step_units, channels, dims
         self.prox = nn.ModuleList(modules)
         self.folds, self.init, self.last_prox, self.scalar_lr = folds, init, bool(last_prox), scalar_lr
         raw = torch.full((folds,), inverse_softplus(float(step_init)))
@@ -113,7 +125,7 @@ class UnrolledProximalGradient(nn.Module):
         """Step sizes plus the scalars each prox declares (e.g. the flow prox's shrinkage)."""
         params = [self.step_raw] if isinstance(self.step_raw, nn.Parameter) else []
         for prox in self.prox:
-            params += list(getattr(prox, "scalar_parameters", lambda: [])())
+            params += list(prox.scalar_parameters())
         return params
 
     def parameter_groups(self, lr: float) -> list[dict]:
@@ -128,43 +140,30 @@ class UnrolledProximalGradient(nn.Module):
 
     def diagnostics(self) -> dict[str, float]:
         """Fixed-point statistics of the last forward pass (equilibrium proxes only), for training logs."""
-        from .luser import _summarise
-
-        return _summarise([s for prox in self.prox for s in getattr(prox, "stats", [])])
+        return summarise_stats([s for prox in self.prox for s in prox.stats])
 
     def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
-        aty = back_projection(operator, y, scaled=self.init == "adjoint" and self.step_units == "lipschitz")
-        if self.init == "adjoint":
-            return aty
-        if self.init == "measurement":
-            if y.shape != aty.shape:
-                raise ValueError(f"init='measurement' needs measurements in image space; y has shape {tuple(y.shape)}, "
-                                 f"images have shape {tuple(aty.shape)} (use init='adjoint')")
-            return y
-        if self.init == "zeros":
-            return torch.zeros_like(aty)
-        if not hasattr(self.prox[0], "initial_guess"):
-            raise ValueError(f"init='prox' needs a prox with initial_guess(); {type(self.prox[0]).__name__} has none")
-        return self.prox[0].initial_guess(aty)
+        """The base class's starts, ``A^T y / ||A||^2`` for ``init="adjoint"`` in Lipschitz units, and
+        the prox's ``initial_guess`` for ``init="prox"``."""
+        if self.init == "prox":
+            return self.prox[0].initial_guess(back_projection(operator, y))
+        if self.init == "adjoint" and self.step_units == "lipschitz":
+            return back_projection(operator, y, scaled=True)
+        return super().initial_estimate(y, operator)
 
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
         """Run the folds; returns the K estimates (see the class docstring)."""
-        steps = self.folds if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.folds:
-            raise ValueError(f"steps must be an int in [1, {self.folds}], got {steps!r}")
-        if not torch.isfinite(y).all():
-            raise ValueError("the measurements y contain NaN or Inf")
+        steps = self.check_steps(steps, self.folds, limit=self.folds)
         for prox in self.prox:  # equilibrium proxes log their fixed-point solves per forward pass
-            if hasattr(prox, "reset_stats"):
-                prox.reset_stats()
-        x = self.initial_estimate(y, operator) if x0 is None else x0
+            prox.reset_stats()
+        x = self.start(y, operator, x0)
         mu = self.steps()
         if self.step_units == "lipschitz":
             mu = mu / (operator_norm_squared(operator, x) or 1.0)  # a zero operator: keep the step finite
         estimates = []
         for k in range(steps):
-            d = x + mu[k] * data_gradient(operator, x, y, owner=type(self).__name__)
+            d = x + mu[k] * self.data_gradient(x, y, operator)
             if k == self.folds - 1 and not self.last_prox:
                 x = d
             else:
@@ -237,9 +236,9 @@ def unrolled_solver(channels: int, dims: int = 2, prox: str = "resnet", folds: i
     if freeze_prox:
         for module in proxes:
             for name, p in module.named_parameters():
-                if not any(p is s for s in getattr(module, "scalar_parameters", lambda: [])()):
+                if not any(p is s for s in module.scalar_parameters()):
                     p.requires_grad_(False)
-    return UnrolledProximalGradient(proxes, folds=folds, **kwargs)
+    return UnrolledProximalGradient(proxes, folds=folds, channels=channels, dims=dims, **kwargs)
 
 
 __all__ = ["UnrolledProximalGradient", "inverse_softplus", "INITS", "load_pretrained_prox", "unrolled_solver"]
