@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import operators
+from ..solvers.base import Solver
 from .config import ConfigError
 
 VALIDATION_SEED_OFFSET = 10_007  # validation crops/noise never coincide with training ones
@@ -606,8 +607,8 @@ def build_optimizer(config: dict, model: torch.nn.Module, total_steps: int | Non
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if name not in classes:
         raise ConfigError(f"config key 'train.optimizer.name': unknown optimiser {name!r} (choose from {', '.join(classes)})")
-    # Solvers with scalar parameters that train at their own rate (unrolled step sizes) give groups.
-    groups = model.parameter_groups(opt.get("lr", 1e-3)) if hasattr(model, "parameter_groups") else None
+    # Solvers give their groups (unrolled step sizes train at their own rate); a density model has none.
+    groups = model.parameter_groups(opt.get("lr", 1e-3)) if isinstance(model, Solver) else None
     optimizer = _call(classes[name], opt, "train.optimizer", groups if groups else model.parameters())
     sched = dict(t["schedule"])
     sname = sched.pop("name", "none")

@@ -393,7 +393,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             seen += batch_size
             running += global_loss
             # Equilibrium solvers report their fixed-point solves (mean iterations, residuals).
-            fixed_point = solver.diagnostics() if hasattr(solver, "diagnostics") else {}
+            fixed_point = solver.diagnostics()
             for k, v in fixed_point.items():
                 fp_sums[k] = fp_sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{global_loss:.4g}", img_s=f"{seen / (time.perf_counter() - started):.1f}",
