@@ -257,7 +257,7 @@ def _resolve_mixture(config: dict, user_operator: dict) -> None:
         if op["name"] == "mixture":
             raise ConfigError("config key 'operator.name': mixture needs the list operator.mixture (entries with name, "
                               "params and weight)")
-        if "per" in user_operator:
+        if user_operator.get("per", "batch") != "batch":  # saved run configs hold the default, per: batch
             raise ConfigError("config key 'operator.per' applies only to operator.mixture (several operators)")
         return
     if not isinstance(mixture, list) or not mixture:
