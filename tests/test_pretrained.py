@@ -114,6 +114,17 @@ def test_every_shipped_model_beats_its_adjoint_on_a_test_slice(name):
     assert score_batch(estimate, x)["psnr"] > score_batch(op.A_adjoint(y), x)["psnr"] + 2.0
 
 
+@pytest.mark.parametrize("name", pretrained.available())
+def test_every_shipped_model_loads_with_the_parameter_names_of_its_file(name):
+    """The solver classes keep the state-dict keys the shipped weights were saved with: a
+    refactoring that renames, adds or drops a parameter or buffer fails here, not for a user."""
+    from safetensors import safe_open
+
+    with safe_open(str(pretrained.path(name) / "model.safetensors"), "pt") as file:
+        saved = set(file.keys())
+    assert set(pretrained.load(name).state_dict().keys()) == saved
+
+
 def test_export_from_the_command_line_reads_compare_results(tmp_path, monkeypatch, capsys):
     loop.train(SMOKE, tmp_path / "run", overrides=TINY, show_progress=False)
     compare = {"methods": {m: {k: {"mean": v, "std": 0.0} for k, v in (("psnr", p), ("ssim", 0.5), ("nmse", 0.1))}

@@ -122,13 +122,20 @@ class FixedPointStats:
 
 def summarise_stats(stats: list[FixedPointStats]) -> dict[str, float]:
     """Mean iterations, mean and worst relative residual over the fixed-point solves of one forward
-    pass (``fp_iterations``, ``fp_residual``, ``fp_residual_max``); ``{}`` for no solves."""
+    pass (``fp_iterations``, ``fp_residual``, ``fp_residual_max``); ``{}`` for no solves or an empty batch."""
     if not stats:
         return {}
     iterations = torch.cat([s.iterations for s in stats]).double()
     residual = torch.cat([s.residual for s in stats]).double()
+    if residual.numel() == 0:
+        return {}
     return {"fp_iterations": float(iterations.mean()), "fp_residual": float(residual.mean()),
             "fp_residual_max": float(residual.max())}
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``(B, ...) -> (B, N)``; unlike ``reshape(B, -1)`` also for an empty batch B = 0."""
+    return t.reshape(t.shape[0], t.shape[1:].numel())
 
 
 def _relative_residual(fx: Tensor, x: Tensor) -> Tensor:
@@ -162,9 +169,9 @@ def _iterate(
         out = f(x.view(shape))
         if out.shape != shape:
             raise ValueError(f"the map must keep the shape {tuple(shape)}, got {tuple(out.shape)}")
-        return out.reshape(batch, -1)
+        return _rows(out)
 
-    x = x0.reshape(batch, -1)
+    x = _rows(x0)
     best_x = x
     best_res = torch.full((batch,), float("inf"), dtype=x.dtype, device=x.device)
     iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -378,7 +385,7 @@ def _check_map_unchanged(call: _Call, z_star: Tensor, fz: Tensor) -> None:
     batch = z_star.shape[0]
     dtype = torch.promote_types(fz.dtype, z_star.dtype)
     with torch.no_grad():
-        res = _relative_residual(fz.detach().reshape(batch, -1).to(dtype), z_star.reshape(batch, -1).to(dtype))
+        res = _relative_residual(_rows(fz.detach()).to(dtype), _rows(z_star).to(dtype))
         forward_res = call.forward_stats.residual.to(device=res.device, dtype=res.dtype)
         eps = max(torch.finfo(d.to_real()).eps for d in (fz.dtype, z_star.dtype, *call.autocast_dtypes))
         bound = (CHANGE_FACTOR * forward_res).clamp_min(max(call.forward_solver.tol, CHANGE_EPS * eps))

@@ -4,6 +4,8 @@
 - :func:`tikhonov`: ``argmin_x ||A x - y||^2 + lam ||R x||^2`` with ``R`` = identity or the
   finite-difference gradient, solved by CG on the normal equations. It works for any
   :class:`~learn2invert.operators.LinearOperator`.
+- :class:`Adjoint` and :class:`TikhonovSolver`: the same baselines with the solver call
+  ``solver(y, operator, x0=None, steps=None, sigma=None) -> [x]`` of :class:`~learn2invert.solvers.base.Solver`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_tensor, compute_dtype
 from ..operators.gradient import FiniteDifference
 from ..operators.likelihood import normal
+from .base import Solver
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -153,3 +156,62 @@ def tikhonov(
 
     x = conjugate_gradient(regularised, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
     return x.to(dtype)
+
+
+class Adjoint(Solver):
+    """The zero-iteration baseline as a solver: ``A^T y`` (the zero-filled image in MRI;
+    ``A_dagger(y)`` for a nonlinear operator), or ``A^T y / ||A||^2`` with ``scaled=True``.
+
+    Call ``adjoint(y, operator, x0=None, steps=None, sigma=None)`` -> ``[x]``, ``x`` of shape
+    ``(B, C, *S)`` in the dtype of ``y`` (float16 / bfloat16 computed in float32). A given ``x0``
+    is checked like every solver's start (image shape of ``A^T y``, finite) and returned: nothing
+    is iterated. ``steps`` and ``sigma`` are unused. ``channels``: the image channels C to accept
+    (``None``: any), for a caller that expects a fixed layout.
+    """
+
+    def __init__(self, scaled: bool = False, channels: int | None = None) -> None:
+        super().__init__()
+        self.init, self.channels = ("scaled_adjoint" if scaled else "adjoint"), channels
+
+    def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
+                steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
+        dtype = y.dtype if isinstance(y, torch.Tensor) else None
+        if dtype is not None:  # a non-tensor y is refused by start() with the solver's name
+            y = y.to(compute_dtype(dtype))
+        x = self.start(y, operator, x0)
+        if x0 is not None:
+            image = self.initial_estimate(y, operator)
+            if x.shape != image.shape:
+                raise ValueError(f"Adjoint: x0 must have the image shape {tuple(image.shape)} (that of A_adjoint(y)), "
+                                 f"got {tuple(x.shape)}")
+        return [x.to(dtype)]
+
+
+class TikhonovSolver(Solver):
+    """:func:`tikhonov` as a solver: ``argmin_x ||A x - y||^2 + lam ||R x||^2`` by conjugate gradients.
+
+    Args:
+        lam, regulariser, iterations, tolerance: as in :func:`tikhonov` (``iterations`` are its CG iterations).
+        channels: the image channels C to accept (``None``: any), for a caller that expects a fixed layout.
+
+    Call ``solver(y, operator, x0=None, steps=None, sigma=None)`` -> ``[x]``, ``x`` with the shape
+    and dtype of ``A^T y``; ``x0`` warm-starts CG (default ``A^T y``), ``steps`` overrides
+    ``iterations``, ``sigma`` is unused (``lam`` carries the noise level).
+    """
+
+    def __init__(self, lam: float, regulariser: str = "gradient", iterations: int = 100, tolerance: float = 1e-6,
+                 channels: int | None = None) -> None:
+        super().__init__()
+        self.lam, self.regulariser, self.iterations, self.tolerance = lam, regulariser, iterations, tolerance
+        self.channels = channels
+
+    def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
+                steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
+        iterations = self.check_steps(steps, self.iterations)
+        x = tikhonov(operator, y, self.lam, self.regulariser, x0=x0, iterations=iterations, tolerance=self.tolerance)
+        if self.channels is not None:  # tikhonov() takes any layout; check the one this solver promised
+            self.check_image(x, "the image A_adjoint(y)")
+        return [x]
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, regulariser={self.regulariser!r}, iterations={self.iterations}"

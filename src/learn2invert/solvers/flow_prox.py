@@ -99,11 +99,15 @@ class GlowProx(Prox):
     def initial_guess(self, like: torch.Tensor) -> torch.Tensor:
         """The most likely image ``g(0)`` with the batch size and image shape of ``like``."""
         self._check_size(like)
-        z = torch.zeros(like.shape[0], like[0].numel(), dtype=like.dtype, device=like.device)
+        if like.shape[0] == 0:  # the flow's invertible layers reject an empty batch (as the i-RIM's do)
+            return torch.zeros_like(like)
+        z = torch.zeros(like.shape[0], like.shape[1:].numel(), dtype=like.dtype, device=like.device)
         return self.flow.decode(z, image_size=tuple(like.shape[-2:])) + OFFSET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_size(x)
+        if x.shape[0] == 0:  # nothing to shrink; the flow's layers reject an empty batch
+            return x.clone()
         z, _ = self.flow.encode(x - OFFSET)
         return self.flow.decode(z / (1 + self.shrinkage()), image_size=tuple(x.shape[-2:])) + OFFSET
 

@@ -43,8 +43,9 @@ from ..operators.base import LinearOperator, check_finite, check_measurements, c
 from ..operators.fft import complex_abs
 from ..operators.gradient import FiniteDifference
 from ..operators.likelihood import normal
+from .base import Solver
 
-__all__ = ["total_variation", "tv_objective", "tv_prox", "tv_reconstruct", "choose_tv_weight"]
+__all__ = ["total_variation", "tv_objective", "tv_prox", "tv_reconstruct", "choose_tv_weight", "TVSolver"]
 
 _LAYOUT = "(B, C, H, W) or (B, C, D, H, W)"
 _GRAD = FiniteDifference()
@@ -336,6 +337,37 @@ def tv_reconstruct(
     if return_history:
         return x.to(dtype), torch.stack(history)
     return x.to(dtype)
+
+
+class TVSolver(Solver):
+    """:func:`tv_reconstruct` as a solver: ``argmin_x 0.5 ||A x - y||^2 + lam TV(x)`` by monotone FISTA.
+
+    Args:
+        lam, iterations, tolerance, inner_iterations: as in :func:`tv_reconstruct`.
+        channels: the image channels C to accept (``None``: any), for a caller that expects a fixed layout.
+
+    Call ``solver(y, operator, x0=None, steps=None, sigma=None)`` -> ``[x]``, ``x`` with the shape
+    and dtype of ``A^T y``; ``x0`` is the start (default ``A^T y``), ``steps`` overrides
+    ``iterations``, ``sigma`` is unused (``lam`` carries the noise level; see :func:`choose_tv_weight`).
+    """
+
+    def __init__(self, lam, iterations: int = 200, tolerance: float = 1e-5, inner_iterations: int = 10,
+                 channels: int | None = None) -> None:
+        super().__init__()
+        self.lam, self.iterations, self.tolerance, self.inner_iterations = lam, iterations, tolerance, inner_iterations
+        self.channels = channels
+
+    def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
+                steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
+        iterations = self.check_steps(steps, self.iterations)
+        x = tv_reconstruct(operator, y, self.lam, x0=x0, iterations=iterations, tolerance=self.tolerance,
+                           inner_iterations=self.inner_iterations)
+        if self.channels is not None:  # tv_reconstruct() takes any channels; check the ones this solver promised
+            self.check_image(x, "the image A_adjoint(y)")
+        return [x]
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, iterations={self.iterations}, inner_iterations={self.inner_iterations}"
 
 
 # ------------------------------------------------------------------------- choosing the weight
