@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from learn2invert.train.config import load_config
-from learn2invert.train.experiment import Measurement, build_dataset
+from learn2invert.train.datasets import build_dataset
+from learn2invert.train.physics import Measurement
 from learn2invert.train.loop import load_solver
 from learn2invert.train.validate import score_dataset
 

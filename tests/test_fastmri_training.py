@@ -13,7 +13,7 @@ from learn2invert.cli import main
 from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.experiment import build_dataset
+from learn2invert.train.datasets import build_dataset
 from learn2invert.train.reconstruct import fastmri_measurements, reconstruct
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "fastmri"

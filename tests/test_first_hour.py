@@ -20,7 +20,7 @@ from learn2invert.operators import random_projection
 from learn2invert.operators.random_projection import MatrixTooLarge, RandomProjection
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, dump_config, load_config
-from learn2invert.train.experiment import Measurement
+from learn2invert.train.physics import Measurement
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
@@ -318,9 +318,10 @@ def test_no_benchmark_writes_into_the_shipped_docs_by_default(benchmark, monkeyp
     import argparse
     import importlib
 
-    from learn2invert.cli import BENCHMARKS
+    from learn2invert.registry import BENCHMARKS
 
-    module = project(*benchmark.split("/")) if "/" in benchmark else importlib.import_module(BENCHMARKS[benchmark][0])
+    module = (project(*benchmark.split("/")) if "/" in benchmark
+              else importlib.import_module(BENCHMARKS.entry(benchmark).target.split(":")[0]))
     defaults = []
 
     def capture(parser, args=None, namespace=None):

@@ -17,7 +17,7 @@ from learn2invert.operators.per_sample import PerSampleOperators
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.evaluate import evaluate_run
-from learn2invert.train.experiment import Measurement, OperatorMixture, component_config
+from learn2invert.train.physics import component_config, Measurement, OperatorMixture
 from learn2invert.train.loop import batch_generator, measure, sample_generators
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from learn2invert.operators.superres import bicubic_matlab
-from learn2invert.train.experiment import Measurement, build_dataset
+from learn2invert.train.datasets import build_dataset
+from learn2invert.train.physics import Measurement
 from learn2invert.train.loop import load_solver
 from learn2invert.train.validate import score_batch
 from rim_denoising import BATCH, _clean, _measure, _stats, _train_info

@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import __version__
+from .registry import BENCHMARKS
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -112,15 +113,6 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = {
-    "memory": ("learn2invert.bench.memory", "training memory vs depth for RIM and i-RIM, or of any config (--configs)"),
-    "speed": ("learn2invert.bench.speed", "training steps/s and inference time per slice for RIM, i-RIM, U-Net"),
-    "operators": ("learn2invert.bench.operator_speed", "forward/adjoint time of every operator"),
-    "compare": ("learn2invert.bench.compare", "trained runs vs zero-filled/adjoint, FBP and TV on the same test data"),
-    "precision": ("learn2invert.bench.precision_speed", "training step time of a config in fp32 vs bf16 / fp16 autocast"),
-    "curves": ("learn2invert.bench.curves", "validation PSNR against optimiser steps of trained runs (history.json)"),
-}
-
 # Paper reproductions left the package for projects/<paper>/ in the repository (configs, run.py, README).
 MOVED_BENCHMARKS = {
     "superres": "projects/rim2017 (python projects/rim2017/run.py --only superres)",
@@ -131,10 +123,7 @@ MOVED_BENCHMARKS = {
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import importlib
-
-    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
-    return module.main(args.rest) or 0
+    return BENCHMARKS.get(args.benchmark)(args.rest) or 0
 
 
 def _check_benchmark_name(name: str) -> str:
@@ -227,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_cmd_pretrained)
 
     be = sub.add_parser("bench", help="measure memory, speed or operators; each writes JSON + Markdown (+ a plot)",
-                        description="\n".join([f"{k}: {v[1]}" for k, v in BENCHMARKS.items()]
+                        description="\n".join([f"{k}: {BENCHMARKS.help(k)}" for k in BENCHMARKS]
                                               + ["", "Paper reproductions: projects/<paper>/run.py in the repository."]),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     be.add_argument("benchmark", type=_check_benchmark_name, metavar="{" + ",".join(sorted(BENCHMARKS)) + "}")

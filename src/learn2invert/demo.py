@@ -63,7 +63,8 @@ def _memory_records(threads: int) -> list[dict]:
 def _at_acceleration(folder: Path, acceleration: float, split: str):
     """``(solver, config, dataset, measurement)`` of a run, its ``split`` measured at ``acceleration``."""
     from .bench.compare import with_overrides
-    from .train.experiment import Measurement, build_dataset
+    from .train.datasets import build_dataset
+    from .train.physics import Measurement
     from .train.loop import load_solver
 
     solver, config, _, _ = load_solver(folder)

@@ -37,7 +37,9 @@ def parse_item(item: str) -> dict:
 def measure_config(spec: dict) -> dict:
     """One training step of ``spec['config']`` at ``spec['batch']`` in this process (see the module docstring)."""
     from ..train.config import load_config
-    from ..train.experiment import Measurement, build_dataset, build_solver
+    from ..train.datasets import build_dataset
+    from ..train.experiment import build_solver
+    from ..train.physics import Measurement
 
     torch.set_num_threads(spec.get("threads", 1))
     torch.manual_seed(0)

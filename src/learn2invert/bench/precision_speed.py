@@ -21,7 +21,9 @@ import torch
 
 def measure(config_path: str, precisions: list[str], steps: int = 20, warmup: int = 2, threads: int = 1) -> dict:
     from ..train.config import load_config
-    from ..train.experiment import Measurement, build_dataset, build_optimizer, build_solver
+    from ..train.datasets import build_dataset
+    from ..train.experiment import build_optimizer, build_solver
+    from ..train.physics import Measurement
     from ..train.loop import measure as simulate, sample_generators
     from ..train.losses import iterate_loss
     from ..train.precision import autocast

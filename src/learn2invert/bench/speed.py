@@ -77,7 +77,8 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
     """Median seconds to draw a training batch of a config (default: the shipped i-RIM's) and simulate its measurements."""
     from ..pretrained import path as model_path
     from ..train.config import load_config
-    from ..train.experiment import Measurement, build_dataset
+    from ..train.datasets import build_dataset
+    from ..train.physics import Measurement
     from ..train.loop import measure as simulate, sample_generators
 
     config = load_config(config_path or model_path("mri_irim") / "config.yaml")

@@ -37,6 +37,7 @@ from ..nn.deq import summarise_stats
 from ..nn.prox_nets import Prox
 from ..operators.base import LinearOperator
 from ..operators.likelihood import back_projection, operator_norm_squared
+from ..registry import PROXES
 from .base import Solver
 
 INITS = ("adjoint", "measurement", "zeros", "prox")
@@ -172,21 +173,6 @@ class UnrolledProximalGradient(Solver):
         return estimates
 
 
-def _prox_factory(name: str):
-    from ..nn import prox_nets
-
-    table = {"resnet": prox_nets.ResNetProx, "unet": prox_nets.UNetProx, "dncnn": prox_nets.DnCNN}
-    if name == "glow":
-        from .flow_prox import GlowProx
-        return GlowProx
-    if name == "luser":
-        from .luser import ShallowEquilibriumProx
-        return ShallowEquilibriumProx
-    if name not in table:
-        raise ValueError(f"unknown prox {name!r} (choose from resnet, unet, dncnn, glow, luser)")
-    return table[name]
-
-
 def load_pretrained_prox(prox: nn.Module, run_dir: str | Path) -> None:
     """Load pre-trained weights from a run folder into ``prox`` (strict; nothing unpickled).
 
@@ -227,7 +213,7 @@ def unrolled_solver(channels: int, dims: int = 2, prox: str = "resnet", folds: i
         **kwargs: passed to :class:`UnrolledProximalGradient` (step_init, learn_step, init,
             last_prox, scalar_lr, step_units).
     """
-    cls = _prox_factory(prox)
+    cls = PROXES.get(prox)  # an unknown name lists the valid ones
     params = dict(prox_params or {})
     proxes = [cls(channels, dims=dims, **params) for _ in range(1 if shared else folds)]
     if pretrained:

@@ -9,29 +9,31 @@ dicts: their keys are checked when the object is built.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..registry import UnknownName, check_config_names
+
 # None means "no default; any type allowed" (checked by the builder that uses it).
 DEFAULTS: dict[str, Any] = {
-    "seed": 0,
+    "seed": 0,  # seeds weights, data draws and measurement noise; a run is reproducible from it
     "data": {
-        "name": "natural_patches",  # natural_patches | brain_slices | brain_mix | brain_patches3d | ellipses | image_folder | dicom | fastmri
+        "name": "natural_patches",  # a dataset (docs/configuration.md, Names)
         "patch_size": 32,  # side of square patches / slices in pixels
-        "grey": True,
+        "grey": True,  # photographs: one grey channel (false: RGB)
         "train_length": 1024,  # training samples drawn per epoch
-        "val_length": 64,
+        "val_length": 64,  # validation samples (also the test samples scored by l2i eval)
         "root": None,  # on-disk data: a folder (image_folder), DICOM file/folder or pydicom:NAME (dicom), fastMRI folders with {split} (fastmri)
         "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
         "params": {},  # extra keyword arguments for the dataset
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
     },
     "operator": {
-        # denoising | gaussian_blur | inpainting | super_resolution | random_projection | mri | ct | phase_retrieval |
-        # beer_lambert_ct, or your own class as package.module:Class (built with operator.params)
+        # an operator (docs/configuration.md, Names), or your own class as package.module:Class (built with operator.params)
         "name": "denoising",
         "params": {},  # keyword arguments of the operator (e.g. factor, kernel_size, m, kind, n_angles; MRI: coils, maps)
         # float, or [low, high] for a uniform draw per sample (measurement units); for Poisson operators
@@ -49,11 +51,11 @@ DEFAULTS: dict[str, Any] = {
         "per": "batch",  # mixture: each batch draws one operator (batch) or each sample its own (sample)
     },
     "solver": {
-        "name": "rim",  # rim | irim | unet | admm
+        "name": "rim",  # a solver (docs/configuration.md, Names)
         "params": {},  # keyword arguments of the solver (steps, hidden, variant, link, memory, ...)
     },
     "loss": {
-        "name": "mse",  # mse | l1 | nmse | ssim
+        "name": "mse",  # a loss (docs/configuration.md, Names)
         "weights": "all",  # all (equal weight on every iterate, as the RIM paper) | last
         "subsample": 0.0,  # fraction of pixels scored per step (i-RIM paper: 0.01); 0 = all pixels
     },
@@ -62,12 +64,12 @@ DEFAULTS: dict[str, Any] = {
         "max_steps": 0,  # optimiser steps to train for (the epochs run on until then); 0 = train.epochs decide
         "val_every": 0,  # optimiser steps between validations (each one also checkpoints); 0 = after every epoch
         "patience": 0,  # stop after this many validations without a lower validation loss; 0 = never
-        "batch_size": 8,
-        "optimizer": {"name": "adam", "lr": 1e-3},
-        "schedule": {"name": "none"},  # none | cosine | step (step_size, gamma) | warmup_cosine (warmup_steps, final_lr_fraction)
+        "batch_size": 8,  # samples per optimiser step (per process under torchrun)
+        "optimizer": {"name": "adam", "lr": 1e-3},  # an optimiser (Names) and its keyword arguments
+        "schedule": {"name": "none"},  # a schedule (Names) and its keyword arguments: step (step_size, gamma), warmup_cosine (warmup_steps, final_lr_fraction)
         "grad_clip": 0.0,  # max gradient norm; 0 disables
         "device": "auto",  # auto | cpu | cuda
-        "val_batch_size": 16,
+        "val_batch_size": 16,  # samples per batch when validating
         "log_every": 10,  # optimisation steps between TensorBoard scalars
         "time_limit_minutes": 0.0,  # safety cap only: stop (after validating and saving) once training has run this long; 0 = no limit
         "precision": "fp32",  # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling)
@@ -231,6 +233,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node[keys[-1]] = value
     config = _merge(DEFAULTS, user)
     _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
+    try:
+        check_config_names(config)
+    except UnknownName as err:
+        raise ConfigError(str(err)) from None
     return config
 
 
@@ -247,7 +253,7 @@ def _resolve_mixture(config: dict, user_operator: dict) -> None:
     ``label`` (its name, or name + index when names repeat); ``operator.name`` becomes ``mixture``.
 
     Which operator names exist is checked where the operators are built
-    (:class:`~learn2invert.train.experiment.Measurement`), with the entry's key in the message.
+    (:class:`~learn2invert.train.physics.Measurement`), with the entry's key in the message.
     """
     op = config["operator"]
     mixture = op["mixture"]
@@ -326,3 +332,13 @@ def _resolve_mixture(config: dict, user_operator: dict) -> None:
 def dump_config(config: dict) -> str:
     """The config as YAML text, keys in definition order."""
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def build(factory, params: dict, key: str, *args):
+    """Call ``factory(*args, **params)`` from config values; a wrong keyword becomes a ConfigError naming the config key."""
+    try:
+        inspect.signature(factory).bind(*args, **params)
+    except TypeError as err:
+        raise ConfigError(f"config key '{key}': {err} (for {getattr(factory, '__name__', factory)})") from err
+    return factory(*args, **params)
+

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_write_text, load_model, load_train_state, save_model, save_train_state
 from .config import ConfigError
-from .experiment import build_dataset, build_optimizer, build_solver, empty_validation_message
+from .datasets import build_dataset, empty_validation_message
+from .experiment import build_optimizer, build_solver
 
 SAMPLES_FILE = "samples.png"
 

@@ -8,7 +8,7 @@ import torch
 
 from ..outputs import OutputPathError, check_output_file
 from .checkpoint import atomic_write_text
-from .experiment import build_dataset
+from .datasets import build_dataset
 from .loop import load_solver
 from .validate import EVAL_SEED, magnitude, score_dataset
 from ..operators.likelihood import back_projection

@@ -42,8 +42,9 @@ from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atom
                          has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
 from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
-from .experiment import (PER_STEP_SCHEDULES, Measurement, OperatorMixture, build_dataset, build_optimizer, build_solver,
-                         concat_operators, empty_validation_message)
+from .datasets import build_dataset, empty_validation_message
+from .experiment import build_optimizer, build_solver, PER_STEP_SCHEDULES
+from .physics import concat_operators, Measurement, OperatorMixture
 from .losses import iterate_loss, pixel_subsample_mask
 from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
@@ -118,8 +119,8 @@ def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Ge
     """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
 
     ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
-    :class:`~.experiment.Measurement` gives them, and the operator holds every sample's physics.
-    An :class:`~.experiment.OperatorMixture` with ``per: batch`` first draws the batch's operator
+    :class:`~.physics.Measurement` gives them, and the operator holds every sample's physics.
+    An :class:`~.physics.OperatorMixture` with ``per: batch`` first draws the batch's operator
     from ``batch_gen`` (:func:`batch_generator`; required then), so the samples' own generators
     draw exactly what they would under that single operator. Single-operator measurements
     ignore ``batch_gen``.

@@ -8,12 +8,11 @@ final one (the i-RIM paper).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from ..metrics import _ssim_slices
 from ..operators.fft import complex_abs
+from ..registry import LOSSES
 
 
 def mse_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,14 +40,6 @@ def ssim_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - values.mean()
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mse": mse_loss,
-    "l1": l1_loss,
-    "nmse": nmse_loss,
-    "ssim": ssim_loss,
-}
-
-
 def pixel_subsample_mask(target: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random 0/1 mask ``(B, 1, *S)`` keeping each pixel with probability ``fraction`` (i-RIM paper, eq. 18).
 
@@ -71,13 +62,11 @@ def iterate_loss(iterates: list[torch.Tensor], target: torch.Tensor, name: str =
     ``subsample`` > 0 scores a random fraction of the pixels (one mask per call, shared by all
     iterates); not with SSIM, whose windows need whole images.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")
+    fn = LOSSES.get(name)  # an unknown name lists the valid ones
     if weights not in ("all", "last"):
         raise ValueError(f"loss weights must be 'all' or 'last', got {weights!r}")
     if not iterates:
         raise ValueError("the solver returned no iterates")
-    fn = LOSSES[name]
     if subsample:
         if name == "ssim":
             raise ValueError("loss.subsample does not apply to the SSIM loss")

@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import metrics
 from ..operators.fft import complex_abs
-from .losses import LOSSES
 from ..operators.likelihood import back_projection
+from ..registry import LOSSES
 
 EVAL_SEED = 2_024
 
@@ -113,7 +113,7 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
         squared_error += float((est.double() - ref.double()).pow(2).sum())
         squared_norm += float(ref.double().pow(2).sum())
         if loss is not None:
-            loss_sum += float(LOSSES[loss](iterates[-1].float(), x)) * x.shape[0]
+            loss_sum += float(LOSSES.get(loss)(iterates[-1].float(), x)) * x.shape[0]
             count += x.shape[0]
         x_adjoint = back_projection(op, y)
         adjoint.append(score_batch(x_adjoint, x, data_range))
@@ -144,7 +144,7 @@ def validate(solver, dataset: Dataset, measurement, config: dict, device: torch.
     The NMSE is ``sum ||x_hat - x||^2 / sum ||x||^2`` over the set (fastMRI computes it per
     volume): a mean of per-image NMSEs is dominated by any near-black image.
 
-    An operator mixture (:class:`~.experiment.OperatorMixture`) is validated on each of its
+    An operator mixture (:class:`~.physics.OperatorMixture`) is validated on each of its
     operators separately, on the same images: ``psnr/LABEL``, ``ssim/LABEL``, ``nmse/LABEL`` and
     ``loss/LABEL`` per operator, and ``psnr``, ``ssim``, ``nmse``, ``loss`` the plain means over
     the operators (each counts once, whatever its training weight; the best weights are those
