@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from learn2invert.train import loop
-from learn2invert.train.checkpoint import read_safetensors
+from learn2invert.checkpoint import read_safetensors
 from learn2invert.train.experiment import warmup_cosine
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"

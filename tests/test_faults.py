@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 from learn2invert.cli import main
 from learn2invert.data import FastMRISingleCoil, NiftiSlices, SkipBadFiles
 from learn2invert.solvers.rim import RIM
-from learn2invert.train import checkpoint, loop
-from learn2invert.train.checkpoint import (CorruptCheckpoint, UnsafeCheckpoint, find_resume_point, load_model,
-                                           read_safetensors, read_train_state, save_model)
+from learn2invert import checkpoint
+from learn2invert.train import loop
+from learn2invert.checkpoint import (CorruptCheckpoint, UnsafeCheckpoint, find_resume_point, load_model,
+                                     read_safetensors, read_train_state, save_model)
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = (

@@ -53,7 +53,7 @@ def test_pretrain_by_likelihood_then_unroll_and_plug_and_play(tmp_path):
     assert history[-1]["val_bits_per_dim"] < history[0]["val_bits_per_dim"] - 0.3
     assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
     density = FlowDensity(1, **TINY_FLOW)
-    from learn2invert.train.checkpoint import load_model
+    from learn2invert.checkpoint import load_model
     load_model(density, tmp_path / "prior")
 
     task = ("data.patch_size=8", "data.train_length=16", "data.val_length=4", "train.batch_size=8", "train.epochs=1",
@@ -109,7 +109,7 @@ def test_additive_coupling_inverts_exactly_and_matches_a_brute_force_log_det():
 
 
 def test_unrolled_glow_save_load_gives_identical_reconstructions(tmp_path):
-    from learn2invert.train.checkpoint import load_model, save_model
+    from learn2invert.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
     x = torch.rand(2, 1, 8, 8)

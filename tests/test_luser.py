@@ -6,7 +6,7 @@ from learn2invert.operators import GaussianBlur, SingleCoilMRI
 from learn2invert.operators.masks import random_mask
 from learn2invert.solvers.luser import DEQ4IP, ShallowEquilibriumProx
 from learn2invert.solvers.unrolled import unrolled_solver
-from learn2invert.train.checkpoint import load_model, save_model
+from learn2invert.checkpoint import load_model, save_model
 
 
 def _blur(batch=2, channels=3, size=8, dtype=torch.float32, seed=0):

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from learn2invert.cli import main
 from learn2invert.solvers.rim import RIM
 from learn2invert.train import loop
-from learn2invert.train.checkpoint import load_model, save_model
+from learn2invert.checkpoint import load_model, save_model
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.evaluate import evaluate_run
 
@@ -154,7 +154,7 @@ def test_smoke_config_trains_in_bf16_on_cpu(tmp_path):
 
 
 def test_fp16_saves_and_restores_the_gradient_scaler(tmp_path):
-    from learn2invert.train.checkpoint import read_train_state
+    from learn2invert.checkpoint import read_train_state
 
     loop.train(SMOKE, tmp_path, overrides=IRIM_DENOISE + ("train.precision=fp16",), show_progress=False)
     scaler = read_train_state(tmp_path / "train_state.safetensors")["scaler"]

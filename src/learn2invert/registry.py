@@ -13,8 +13,13 @@ are all produced from these tables. To add a building block, write it and add on
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+
+class ConfigError(ValueError):
+    """A config is wrong; the message names the dotted key."""
 
 
 class UnknownName(ValueError):
@@ -149,6 +154,15 @@ BENCHMARKS.register("compare", "learn2invert.bench.compare:main", "trained runs 
 BENCHMARKS.register("precision", "learn2invert.bench.precision_speed:main", "training step time of a config in fp32 vs bf16 / fp16 autocast")
 BENCHMARKS.register("curves", "learn2invert.bench.curves:main", "validation PSNR against optimiser steps of trained runs (history.json)")
 
+def build(factory, params: dict, key: str, *args):
+    """Call ``factory(*args, **params)`` from config values; a wrong keyword becomes a ConfigError naming the config key."""
+    try:
+        inspect.signature(factory).bind(*args, **params)
+    except TypeError as err:
+        raise ConfigError(f"config key '{key}': {err} (for {getattr(factory, '__name__', factory)})") from err
+    return factory(*args, **params)
+
+
 ALL = (SOLVERS, PROXES, DATASETS, OPERATORS, LOSSES, OPTIMIZERS, SCHEDULES, BENCHMARKS)
 
 
@@ -181,5 +195,5 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Registry", "Entry", "UnknownName", "SOLVERS", "PROXES", "DATASETS", "OPERATORS", "LOSSES", "OPTIMIZERS",
+__all__ = ["Registry", "Entry", "ConfigError", "UnknownName", "build", "SOLVERS", "PROXES", "DATASETS", "OPERATORS", "LOSSES", "OPTIMIZERS",
            "SCHEDULES", "BENCHMARKS", "ALL", "check_config_names", "reference_markdown"]

@@ -75,7 +75,7 @@ def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
 
 def load_with_config(name: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """``(solver, resolved training config)`` of shipped model ``name`` (see :func:`load`)."""
-    from ..train.checkpoint import CorruptCheckpoint
+    from ..checkpoint import CorruptCheckpoint
     from ..train.loop import load_solver
 
     folder = path(name)
@@ -102,7 +102,7 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
     Returns:
         The model folder.
     """
-    from ..train.checkpoint import read_safetensors, write_safetensors
+    from ..checkpoint import read_safetensors, write_safetensors
     from ..train.loop import load_solver, weights_file
 
     run_dir = Path(run_dir)

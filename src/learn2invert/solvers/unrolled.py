@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import MODEL_FILE, read_weights
 from ..nn.deq import summarise_stats
 from ..nn.prox_nets import Prox
 from ..operators.base import LinearOperator
@@ -180,9 +181,7 @@ def load_pretrained_prox(prox: nn.Module, run_dir: str | Path) -> None:
     denoiser trained with ``l2i train`` initialises every fold) and, for a prox that holds a
     ``flow``, a flow trained by likelihood (``l2i train`` with ``loss.name: bits_per_dim``).
     """
-    from ..train.checkpoint import MODEL_FILE, _load_safetensors
-
-    state = _load_safetensors(Path(run_dir) / MODEL_FILE)
+    state = read_weights(Path(run_dir) / MODEL_FILE)
     prefix = "prox.0."
     if any(k.startswith(prefix) for k in state):
         state, target = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, prox

@@ -9,14 +9,14 @@ dicts: their keys are checked when the object is built.
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..registry import UnknownName, check_config_names
+# ConfigError lives in the registry (below every layer); importing it from here keeps working.
+from ..registry import ConfigError, UnknownName, check_config_names
 
 # None means "no default; any type allowed" (checked by the builder that uses it).
 DEFAULTS: dict[str, Any] = {
@@ -79,10 +79,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 FREE_FORM = {"data.params", "operator.params", "solver.params", "train.optimizer", "train.schedule"}
-
-
-class ConfigError(ValueError):
-    """A config is wrong; the message names the dotted key."""
 
 
 def _merge(base: dict, update: dict, prefix: str = "") -> dict:
@@ -332,13 +328,3 @@ def _resolve_mixture(config: dict, user_operator: dict) -> None:
 def dump_config(config: dict) -> str:
     """The config as YAML text, keys in definition order."""
     return yaml.safe_dump(config, sort_keys=False)
-
-
-def build(factory, params: dict, key: str, *args):
-    """Call ``factory(*args, **params)`` from config values; a wrong keyword becomes a ConfigError naming the config key."""
-    try:
-        inspect.signature(factory).bind(*args, **params)
-    except TypeError as err:
-        raise ConfigError(f"config key '{key}': {err} (for {getattr(factory, '__name__', factory)})") from err
-    return factory(*args, **params)
-

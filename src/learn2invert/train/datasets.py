@@ -10,8 +10,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .. import data
-from ..registry import DATASETS, UnknownName
-from .config import ConfigError, build
+from ..registry import DATASETS, ConfigError, UnknownName, build
 
 VALIDATION_SEED_OFFSET = 10_007  # validation crops/noise never coincide with training ones
 

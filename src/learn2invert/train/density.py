@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_text, load_model, load_train_state, save_model, save_train_state
+from ..checkpoint import atomic_write_text, load_model, load_train_state, save_model, save_train_state
 from .config import ConfigError
 from .datasets import build_dataset, empty_validation_message
 from .experiment import build_optimizer, build_solver

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..outputs import OutputPathError, check_output_file
-from .checkpoint import atomic_write_text
+from ..checkpoint import atomic_write_text
 from .datasets import build_dataset
 from .loop import load_solver
 from .validate import EVAL_SEED, magnitude, score_dataset

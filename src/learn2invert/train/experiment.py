@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from ..registry import OPTIMIZERS, SCHEDULES, SOLVERS, UnknownName
+from ..registry import OPTIMIZERS, SCHEDULES, SOLVERS, ConfigError, UnknownName, build
 from ..solvers.base import Solver
-from .config import ConfigError, build
 
 
 def _lookup(registry, name: str):

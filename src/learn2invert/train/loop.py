@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 from ..data.skipping import SkipBadFiles
 from ..outputs import check_output_folder
-from .checkpoint import (MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text, find_resume_point,
-                         has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint, save_model)
+from ..checkpoint import (BEST_FILE, CONFIG_FILE, MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
+                          find_resume_point, has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint,
+                          save_model, weights_file)
 from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
 from .datasets import build_dataset, empty_validation_message
@@ -50,8 +51,6 @@ from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
 from .validate import validate
 
-CONFIG_FILE = "config.yaml"
-BEST_FILE = "best.safetensors"  # the weights of the lowest validation loss so far
 HISTORY_FILE = "history.json"
 
 
@@ -527,19 +526,6 @@ def _init_folder(name: str) -> Path:
     if not Path(name).is_dir():
         raise ValueError(f"config key 'train.init_weights': {name} is not a run folder (or pretrained:NAME)")
     return Path(name)
-
-
-def weights_file(run_dir: str | Path, weights: str = "best") -> Path:
-    """The weights file of a run: ``best`` (lowest validation loss; the last weights for runs that
-    have no best file) or ``last`` (the latest checkpoint)."""
-    run_dir = Path(run_dir)
-    if weights not in ("best", "last"):
-        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
-    if weights == "best" and (run_dir / BEST_FILE).is_file():
-        return run_dir / BEST_FILE
-    if not (run_dir / MODEL_FILE).is_file():
-        raise ValueError(f"{run_dir} holds no trained model ({MODEL_FILE} missing)")
-    return run_dir / MODEL_FILE
 
 
 class NotAReconstructionRun(ValueError):

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from .. import operators
-from ..registry import OPERATORS, UnknownName
-from .config import ConfigError, build
+from ..registry import OPERATORS, ConfigError, UnknownName, build
 
 
 def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:

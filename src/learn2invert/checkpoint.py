@@ -1,8 +1,11 @@
 """Checkpoints as safetensors + JSON: nothing is unpickled, every write is atomic and checksummed.
 
 A run folder holds ``config.yaml`` (the resolved config), ``model.safetensors`` (solver weights,
-all a user needs to reconstruct) and ``train_state.safetensors`` (optimiser, scheduler, gradient
-scaler, RNG and progress, for ``--resume``).
+all a user needs to reconstruct), ``best.safetensors`` (the weights of the lowest validation loss)
+and ``train_state.safetensors`` (optimiser, scheduler, gradient scaler, RNG and progress, for
+``--resume``). This module only reads and writes files (it imports nothing of the package), so
+every layer can load weights: the unrolled solver's pre-trained prox (:func:`read_weights`), the
+training loop, inference and the shipped models.
 
 Integrity:
 
@@ -36,7 +39,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"  # the weights of the lowest validation loss so far
 STATE_FILE = "train_state.safetensors"
 MODEL_PREV = "model.prev.safetensors"
 STATE_PREV = "train_state.prev.safetensors"
@@ -150,8 +155,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, metadata
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """The verified tensors of a safetensors file (see :func:`read_safetensors`)."""
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The verified tensors (a state dict) of a safetensors weights file (see :func:`read_safetensors`)."""
     return read_safetensors(path)[0]
 
 
@@ -166,6 +171,19 @@ def _load_pickled_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------- model
+
+def weights_file(run_dir: str | Path, weights: str = "best") -> Path:
+    """The weights file of a run: ``best`` (lowest validation loss; the last weights for runs that
+    have no best file) or ``last`` (the latest checkpoint)."""
+    run_dir = Path(run_dir)
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    if weights == "best" and (run_dir / BEST_FILE).is_file():
+        return run_dir / BEST_FILE
+    if not (run_dir / MODEL_FILE).is_file():
+        raise ValueError(f"{run_dir} holds no trained model ({MODEL_FILE} missing)")
+    return run_dir / MODEL_FILE
+
 
 def save_model(model: torch.nn.Module, run_dir: str | Path, metadata: dict[str, str] | None = None,
                name: str = MODEL_FILE) -> str:
@@ -189,7 +207,7 @@ def load_model(model: torch.nn.Module, path: str | Path, allow_pickle: bool = Fa
         state = _load_pickled_state(path)
     else:
         try:
-            state = _load_safetensors(path)
+            state = read_weights(path)
         except CorruptCheckpoint as err:
             prev = path.with_name(MODEL_PREV)
             hint = f" (the previous checkpoint {prev} may still be good)" if path.name == MODEL_FILE and prev.is_file() else ""
@@ -386,9 +404,9 @@ def adopt_resume_point(run_dir: str | Path, point: ResumePoint) -> None:
 
 
 __all__ = [
-    "MODEL_FILE", "STATE_FILE", "MODEL_PREV", "STATE_PREV", "CorruptCheckpoint", "UnsafeCheckpoint",
+    "CONFIG_FILE", "MODEL_FILE", "BEST_FILE", "STATE_FILE", "MODEL_PREV", "STATE_PREV", "CorruptCheckpoint", "UnsafeCheckpoint",
     "atomic_write", "atomic_write_text", "remove_stale_temporaries", "content_checksum", "write_safetensors",
-    "sniff_format", "read_safetensors", "save_model", "load_model", "save_train_state", "read_train_state",
+    "sniff_format", "read_safetensors", "read_weights", "weights_file", "save_model", "load_model", "save_train_state", "read_train_state",
     "apply_train_state", "load_train_state", "save_checkpoint", "ResumePoint", "has_checkpoint",
     "find_resume_point", "adopt_resume_point",
 ]
