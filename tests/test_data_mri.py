@@ -14,9 +14,9 @@ from learn2invert.data.brain import (
     BrainPatches3D,
     BrainSlices,
     load_mni152,
-    smooth_phase,
     split_slice_indices,
 )
+from learn2invert.operators.phase import smooth_phase
 from learn2invert.data.fastmri import (
     FastMRISingleCoil,
     fastmri_crop_size,

@@ -22,7 +22,8 @@ import time
 
 import torch
 
-from .memory import _release_free_heap, _rss_bytes, saved_tensor_bytes
+from ..train.memory_check import saved_tensor_bytes
+from .process_memory import release_free_heap, rss_bytes
 
 
 def parse_item(item: str) -> dict:
@@ -59,14 +60,14 @@ def measure_config(spec: dict) -> dict:
     loss().backward()  # warm-up
     saved = saved_tensor_bytes(loss, params)
     model.zero_grad(set_to_none=False)
-    _release_free_heap()
+    release_free_heap()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before = _rss_bytes("VmRSS")
+    before = rss_bytes("VmRSS")
     start = time.perf_counter()
     loss().backward()
     seconds = time.perf_counter() - start
-    peak = _rss_bytes("VmHWM") - before
+    peak = rss_bytes("VmHWM") - before
     return {"label": spec["label"], "config": spec["config"], "overrides": spec["overrides"], "batch": batch,
             "image_shape": list(shape), "parameters": sum(p.numel() for p in model.parameters()),
             "peak_bytes": int(peak), "saved_bytes": int(saved), "step_seconds": seconds}

@@ -30,31 +30,13 @@ from pathlib import Path
 import torch
 
 from ..train.memory_check import saved_tensor_bytes
+from .process_memory import release_free_heap, rss_bytes
 
 # Defaults under runs/ (git-ignored): a trial run must not overwrite the shipped results in docs/.
 DEFAULT_JSON = "runs/bench/memory.json"
 DEFAULT_CONFIGS_JSON = "runs/bench/config_memory.json"
 FIELDS = ("model", "memory_mode", "dims", "steps", "layers", "image_size", "batch", "peak_bytes", "saved_bytes",
           "step_seconds")
-
-
-def _rss_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _release_free_heap() -> None:
-    """Return freed heap pages to the OS (glibc ``malloc_trim``), so the step's peak is not hidden
-    by memory the warm-up step freed but the allocator kept resident."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the measurement is then an under-estimate
-        pass
 
 
 def build_problem(spec: dict):
@@ -107,16 +89,16 @@ def measure(spec: dict) -> dict:
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        _release_free_heap()
+        release_free_heap()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident set
-        before = _rss_bytes("VmRSS")
+        before = rss_bytes("VmRSS")
     start = time.perf_counter()
     loss().backward()
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if cuda else _rss_bytes("VmHWM")) - before
+    peak = (torch.cuda.max_memory_allocated() if cuda else rss_bytes("VmHWM")) - before
     layers = spec["layers"] if spec["model"] == "irim" else 5  # the RIM cell: 3 convs + 2 GRUs
     return {"model": spec["model"], "memory_mode": spec["memory_mode"], "dims": spec["dims"], "steps": spec["steps"],
             "layers": layers * spec["steps"], "image_size": list(x.shape[2:]), "batch": spec["batch"],

@@ -2,7 +2,8 @@
 from .natural import IMAGE_NAMES, TEST_IMAGES, TRAIN_IMAGES, NaturalPatches, TestImages, available_images, load_image
 from .phantoms import EllipsesDataset, random_ellipses, shepp_logan
 from .image_folder import ImageFolder
-from .brain import BrainPatches3D, BrainSlices, load_mni152, smooth_phase, split_slice_indices
+from ..operators.phase import smooth_phase
+from .brain import BrainPatches3D, BrainSlices, load_mni152, split_slice_indices
 from .brain_mix import BrainSliceMix
 from .dicom import DicomImages, read_dicom
 from .fastmri import FastMRIImages, FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header

@@ -10,7 +10,7 @@ coronal and sagittal slices and then changes, all from a generator seeded by
   flip, translation and a smooth elastic deformation, applied as one resampling;
 - contrast: a gamma curve and a smooth multiplicative bias field (the receive-coil shading of
   real scans);
-- phase: the random smooth phase of :func:`~.brain.smooth_phase`, as in :class:`BrainSlices`;
+- phase: the random smooth phase of :func:`~learn2invert.operators.phase.smooth_phase`, as in :class:`BrainSlices`;
 - content (optional, ``natural``): a share of items are crops of the embedded *training*
   photographs (:data:`~.natural.TRAIN_IMAGES`) instead of brain slices. An averaged template
   brain is smooth and sits on a black background; real scans have sharp edges, texture and tissue
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .brain import (SPLIT_GUARD, _apply_phase, _item_generator, _split_segments, load_mni152,
-                    smooth_phase, split_slice_indices)
+from ..operators.phase import smooth_phase
+from .brain import SPLIT_GUARD, _apply_phase, _item_generator, _split_segments, load_mni152, split_slice_indices
 from .natural import TRAIN_IMAGES, available_images, load_image
 from .nifti import foreground_fraction, slice_stack
 

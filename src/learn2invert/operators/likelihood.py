@@ -183,6 +183,33 @@ def normal(operator, x: torch.Tensor) -> torch.Tensor:
     return method(x) if callable(method) else operator.A_adjoint(operator.A(x))
 
 
+def normal_norm_per_sample(operator, x_like: torch.Tensor, iterations: int = 30, seed: int = 0) -> torch.Tensor:
+    """``||A_b||_2^2`` for each sample b by power iteration on ``A^T A``, shape (B,).
+
+    Same method as :func:`learn2invert.solvers.classical.normal_operator_norm`, run on the whole
+    batch at once with one Rayleigh quotient per sample. That function probes only the first
+    sample (``x_like[:1]``), which gives no per-sample value and fails for operators whose
+    physics is batched per sample (e.g. a ``SingleCoilMRI`` with a ``(B, 1, H, W)`` mask, as the
+    training measurements build), since they reject a 1-sample input.
+    """
+    def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).sum(dim=1)  # not reshape(B, -1): that is ambiguous for B = 0
+
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(x_like.shape, generator=g, dtype=x_like.dtype).to(x_like.device)
+    tiny = torch.finfo(x_like.dtype).tiny
+    value = torch.zeros(x_like.shape[0], dtype=x_like.dtype, device=x_like.device)
+    for _ in range(iterations):
+        norms = torch.sqrt(per_sample_sum(v * v)).clamp_min(tiny)
+        v = v / norms.reshape(-1, *([1] * (v.dim() - 1)))
+        w = normal(operator, v)
+        if w.shape != v.shape:
+            raise ValueError(f"A_adjoint_A returned shape {tuple(w.shape)} for an image of shape {tuple(v.shape)}")
+        value = per_sample_sum(v * w)
+        v = w
+    return value
+
+
 _NORM_CACHE: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -207,12 +234,10 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
     except TypeError:  # not weak-referenceable: no cache
         cache = {}
     if key not in cache:
-        from ..solvers.tv import _batched_normal_norm  # the library's power iteration, per-sample physics too
-
         with torch.no_grad():
-            cache[key] = float(_batched_normal_norm(operator, x_like, iterations, seed).max())
+            cache[key] = float(normal_norm_per_sample(operator, x_like, iterations, seed).max())
     return cache[key]
 
 
 __all__ = ["LIKELIHOODS", "NoGradientError", "back_projection", "data_gradient", "is_linear", "likelihood_gradient",
-           "likelihood_of", "normal", "operator_norm_squared"]
+           "likelihood_of", "normal", "normal_norm_per_sample", "operator_norm_squared"]

@@ -33,6 +33,7 @@ import torch
 from .base import LinearOperator, check_tensor, compute_dtype
 from .fft import from_complex
 from .mri import SingleCoilMRI
+from .phase import smooth_phase
 
 __all__ = [
     "MultiCoilMRI",
@@ -483,7 +484,7 @@ def simulated_coil_maps(
         coil_radius: loop radius in half fields of view (larger: flatter, less distinct maps).
         rotation: angle of coil 0 in radians (0: on the +W axis, counter-clockwise from there).
         phase_amplitude: with a ``generator``: each coil's phase gets an extra random smooth
-            (:func:`~learn2invert.data.brain.smooth_phase`, order 2) field of amplitude up to this, in radians.
+            (:func:`~learn2invert.operators.phase.smooth_phase`, order 2) field of amplitude up to this, in radians.
         generator: ``None`` gives deterministic maps; a CPU generator also randomises the
             ring's rotation (uniform over one coil spacing, added to ``rotation``) and, if
             ``phase_amplitude > 0``, the extra phase.
@@ -526,10 +527,6 @@ def simulated_coil_maps(
         # Direction from the coil to the pixel, measured from the coil's axis (towards the centre).
         phase = torch.atan2(dv, du) - math.atan2(-cv, -cu) + 2 * math.pi * c / n_coils
         if generator is not None and phase_amplitude > 0:
-            # Imported here: importing the data package at module level would load h5py and
-            # nibabel with every `import learn2invert.operators`.
-            from ..data.brain import smooth_phase
-
             phase = phase + smooth_phase((height, width), generator, order=2, max_amplitude=phase_amplitude,
                                          dtype=torch.float64)
         maps.append(torch.polar(magnitude, phase))

@@ -42,7 +42,7 @@ from .. import metrics
 from ..operators.base import LinearOperator, check_finite, check_measurements, compute_dtype
 from ..operators.fft import complex_abs
 from ..operators.gradient import FiniteDifference
-from ..operators.likelihood import normal
+from ..operators.likelihood import normal, normal_norm_per_sample
 from .base import Solver
 
 __all__ = ["total_variation", "tv_objective", "tv_prox", "tv_reconstruct", "choose_tv_weight", "TVSolver"]
@@ -95,29 +95,6 @@ def _lam_tensor(lam, batch: int, like: torch.Tensor, name: str = "lam") -> torch
 def _pixel_norm(field: torch.Tensor) -> torch.Tensor:
     """Per-pixel Euclidean norm of a gradient field (B, C, k, *S) over channels and directions -> (B, 1, 1, *S)."""
     return torch.sqrt(field.pow(2).sum(dim=(1, 2), keepdim=True))
-
-
-def _batched_normal_norm(operator: LinearOperator, x_like: torch.Tensor, iterations: int = 30, seed: int = 0) -> torch.Tensor:
-    """``||A_b||_2^2`` for each sample b by power iteration on ``A^T A``, shape (B,).
-
-    Same method as :func:`learn2invert.solvers.classical.normal_operator_norm`, run on the whole
-    batch at once with one Rayleigh quotient per sample. That function probes only the first
-    sample (``x_like[:1]``), which gives no per-sample value and fails for operators whose
-    physics is batched per sample (e.g. a ``SingleCoilMRI`` with a ``(B, 1, H, W)`` mask, as the
-    training measurements build), since they reject a 1-sample input.
-    """
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(x_like.shape, generator=g, dtype=x_like.dtype).to(x_like.device)
-    tiny = torch.finfo(x_like.dtype).tiny
-    value = torch.zeros(x_like.shape[0], dtype=x_like.dtype, device=x_like.device)
-    for _ in range(iterations):
-        v = v / _per_sample(torch.sqrt(_sum_per_sample(v * v)).clamp_min(tiny), v)
-        w = normal(operator, v)
-        if w.shape != v.shape:
-            raise ValueError(f"A_adjoint_A returned shape {tuple(w.shape)} for an image of shape {tuple(v.shape)}")
-        value = _sum_per_sample(v * w)
-        v = w
-    return value
 
 
 # ------------------------------------------------------------------------------ public pieces
@@ -294,7 +271,7 @@ def tv_reconstruct(
         x = x0.to(aty.dtype)
 
     if lipschitz is None:
-        lip = _batched_normal_norm(operator, aty) * _LIPSCHITZ_MARGIN
+        lip = normal_norm_per_sample(operator, aty) * _LIPSCHITZ_MARGIN
     else:
         lip = _lam_tensor(lipschitz, batch, aty, "lipschitz")
     tiny = torch.finfo(aty.dtype).tiny
