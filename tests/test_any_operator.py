@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from learn2invert import operators
-from learn2invert.nn.prox_nets import ResNetProx
+from learn2invert.nn.prox.resnet import ResNetProx
 from learn2invert.solvers.admm import ADMMNet
 from learn2invert.solvers.classical import tikhonov
 from learn2invert.solvers.irim import IRIM
-from learn2invert.solvers.luser import DEQ4IP
+from learn2invert.solvers.deq4ip import DEQ4IP
 from learn2invert.solvers.rim import RIM
 from learn2invert.solvers.tv import tv_reconstruct
 from learn2invert.solvers.unrolled import UnrolledProximalGradient

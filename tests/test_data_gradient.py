@@ -12,7 +12,7 @@ from learn2invert.operators import (BeerLambertCT, NoGradientError, NonlinearOpe
 from learn2invert.solvers.irim import IRIM
 from learn2invert.solvers.rim import RIM
 from learn2invert.solvers.unrolled import UnrolledProximalGradient
-from learn2invert.nn.prox_nets import ResNetProx
+from learn2invert.nn.prox.resnet import ResNetProx
 from learn2invert.train.config import load_config
 from learn2invert.train.physics import Measurement
 

@@ -413,7 +413,7 @@ def test_closed_over_tensors_missing_from_params_are_warned_about_once(warn_afre
 def test_luser_and_deq4ip_pass_the_checks_with_their_loose_solves():
     """Their maps are modules with explicit inputs: no warning, and a forward that stops short of tol raises nothing."""
     from learn2invert.operators import GaussianBlur
-    from learn2invert.solvers.luser import DEQ4IP
+    from learn2invert.solvers.deq4ip import DEQ4IP
     from learn2invert.solvers.unrolled import unrolled_solver
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from learn2invert.operators import Denoising, GaussianBlur
-from learn2invert.solvers.flow_prox import OFFSET, FlowDensity, GlowProx
+from learn2invert.nn.prox.glow import OFFSET, FlowDensity, GlowProx
 from learn2invert.solvers.unrolled import unrolled_solver
 from learn2invert.train import loop
 

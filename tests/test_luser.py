@@ -4,7 +4,8 @@ import torch
 
 from learn2invert.operators import GaussianBlur, SingleCoilMRI
 from learn2invert.operators.masks import random_mask
-from learn2invert.solvers.luser import DEQ4IP, ShallowEquilibriumProx
+from learn2invert.nn.prox.luser import ShallowEquilibriumProx
+from learn2invert.solvers.deq4ip import DEQ4IP
 from learn2invert.solvers.unrolled import unrolled_solver
 from learn2invert.checkpoint import load_model, save_model
 

@@ -38,7 +38,7 @@ from learn2invert.operators.base import check_finite, check_tensor
 from learn2invert.solvers.admm import ADMMNet
 from learn2invert.solvers.classical import Adjoint, TikhonovSolver, conjugate_gradient, tikhonov
 from learn2invert.solvers.irim import IRIM
-from learn2invert.solvers.luser import DEQ4IP
+from learn2invert.solvers.deq4ip import DEQ4IP
 from learn2invert.solvers.rim import RIM
 from learn2invert.solvers.tv import TVSolver, tv_reconstruct
 from learn2invert.solvers.unet import UNet

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from learn2invert.nn.prox_nets import DnCNN, ResNetProx, UNetProx
+from learn2invert.nn.prox import DnCNN, ResNetProx, UNetProx
 from learn2invert.operators import GaussianBlur, Inpainting, centered_hole_mask
 from learn2invert.solvers.unrolled import UnrolledProximalGradient, unrolled_solver
 from learn2invert.train import loop

@@ -86,16 +86,16 @@ SOLVERS.register("unet", "learn2invert.solvers.unet:UNet", "U-Net post-processin
 SOLVERS.register("admm", "learn2invert.solvers.admm:ADMMNet", "unrolled ADMM with CNN proxes and conjugate-gradient data consistency")
 SOLVERS.register("unrolled", "learn2invert.solvers.unrolled:unrolled_solver",
                  "unrolled proximal gradient with a learned prox (solver.params.prox); LUSER with prox: luser")
-SOLVERS.register("deq4ip", "learn2invert.solvers.luser:DEQ4IP", "deep equilibrium proximal gradient (Gilton et al. 2021), LUSER's baseline")
-SOLVERS.register("flow_density", "learn2invert.solvers.flow_prox:FlowDensity",
+SOLVERS.register("deq4ip", "learn2invert.solvers.deq4ip:DEQ4IP", "deep equilibrium proximal gradient (Gilton et al. 2021), LUSER's baseline")
+SOLVERS.register("flow_density", "learn2invert.nn.prox.glow:FlowDensity",
                  "GLOW density model trained by maximum likelihood: the prior of prox: flow (not a reconstruction solver)")
 
 PROXES = Registry("prox", "solver.params.prox")
-PROXES.register("resnet", "learn2invert.nn.prox_nets:ResNetProx", "residual CNN prox")
-PROXES.register("dncnn", "learn2invert.nn.prox_nets:DnCNN", "DnCNN prox (LU-DnCNN, LUSER's baseline)")
-PROXES.register("unet", "learn2invert.nn.prox_nets:UNetProx", "U-Net prox")
-PROXES.register("luser", "learn2invert.solvers.luser:ShallowEquilibriumProx", "LUSER's shallow deep-equilibrium regulariser")
-PROXES.register("glow", "learn2invert.solvers.flow_prox:GlowProx", "proximal step in the latent space of a trained GLOW prior")
+PROXES.register("resnet", "learn2invert.nn.prox.resnet:ResNetProx", "residual CNN prox")
+PROXES.register("dncnn", "learn2invert.nn.prox.dncnn:DnCNN", "DnCNN prox (LU-DnCNN, LUSER's baseline)")
+PROXES.register("unet", "learn2invert.nn.prox.unet:UNetProx", "U-Net prox")
+PROXES.register("luser", "learn2invert.nn.prox.luser:ShallowEquilibriumProx", "LUSER's shallow deep-equilibrium regulariser")
+PROXES.register("glow", "learn2invert.nn.prox.glow:GlowProx", "proximal step in the latent space of a trained GLOW prior")
 
 DATASETS = Registry("dataset", "data.name")
 DATASETS.register("natural_patches", "learn2invert.train.datasets:natural_patches",

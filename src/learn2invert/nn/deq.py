@@ -285,6 +285,11 @@ class FixedPointSolver:
     lam: float = 1e-4
     beta: float = 1.0
 
+    @classmethod
+    def from_settings(cls, settings: dict | None, tol: float, max_iter: int) -> "FixedPointSolver":
+        """A solver from a config's settings (``forward_solver: {...}``) over the defaults ``tol``, ``max_iter``."""
+        return cls(**{"tol": tol, "max_iter": max_iter, **(settings or {})})
+
     def __post_init__(self) -> None:
         if self.method not in ("anderson", "iteration"):
             raise ValueError(f"method must be 'anderson' or 'iteration', got {self.method!r}")

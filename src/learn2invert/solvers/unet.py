@@ -1,181 +1,32 @@
-"""U-Net image-domain baseline (post-processing of ``A^T y``) with the RIM's call interface.
-
-The network follows the fastMRI U-Net (Ronneberger et al. 2015 as used by Zbontar et al.,
-"fastMRI: An open dataset and benchmarks for accelerated MRI", 2018, ``fastmri.models.Unet``):
-
-* each level: two 3x3 convolutions (no bias before a normalisation), each followed by the
-  normalisation and LeakyReLU(0.2);
-* ``depth`` down levels with ``features * 2**level`` channels, 2x2 max-pooling between levels,
-  and a bottleneck block with ``features * 2**depth`` channels;
-* up path: 2x2 transposed convolution (stride 2) + normalisation + LeakyReLU(0.2) halving the
-  channels, concatenation with the skip connection of the same level, two 3x3 convolutions;
-* a final 1x1 convolution to the image channels.
-
-3D volumes ``(B, C, D, H, W)`` use 3x3x3 convolutions, but pooling and up-sampling act on H and
-W only (kernel and stride ``(1, 2, 2)``): volumes in this library are thin slabs of slices.
+"""U-Net image-domain baseline: post-processing of ``A^T y`` with the solvers' call.
 
 The solver post-processes a starting image ``x0`` (default ``A^T y``, the zero-filled
 reconstruction in MRI): with ``residual=True`` it returns ``x0 + net(x0)``. It never uses the
-forward model beyond computing ``x0``, so it is the usual "image-domain" learned baseline.
+forward model beyond computing ``x0``, so it is the usual "image-domain" learned baseline. The
+network is :class:`learn2invert.nn.unet.UNetBackbone` (the fastMRI U-Net).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ..nn.unet import UNetBackbone
 from ..operators.base import LinearOperator
 from .base import Solver
 
-NORMS = ("instance", "batch", "layer", "none")
 
-
-def _norm(norm: str, channels: int, dims: int) -> nn.Module:
-    """Normalisation layer: instance (fastMRI's, without affine parameters), batch, layer or none."""
-    if norm == "instance":
-        return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels)
-    if norm == "batch":
-        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels)
-    if norm == "layer":  # one group: normalises over channels and space, batch-size independent
-        return nn.GroupNorm(1, channels)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-
-
-class ConvBlock(nn.Module):
-    """Two ``(3x3[x3] conv -> norm -> LeakyReLU(0.2))`` layers: ``(B, in, *S) -> (B, out, *S)``."""
-
-    def __init__(self, in_channels: int, out_channels: int, dims: int, norm: str) -> None:
-        super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        bias = norm == "none"  # a bias right before a normalisation would be removed by it
-        self.layers = nn.Sequential(
-            conv(in_channels, out_channels, 3, padding=1, bias=bias),
-            _norm(norm, out_channels, dims),
-            nn.LeakyReLU(0.2, inplace=True),
-            conv(out_channels, out_channels, 3, padding=1, bias=bias),
-            _norm(norm, out_channels, dims),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-class UpBlock(nn.Module):
-    """Transposed convolution (kernel = stride = 2 in H, W) -> norm -> LeakyReLU(0.2): doubles H, W."""
-
-    def __init__(self, in_channels: int, out_channels: int, dims: int, norm: str) -> None:
-        super().__init__()
-        if dims == 2:
-            up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2, bias=norm == "none")
-        else:
-            up = nn.ConvTranspose3d(in_channels, out_channels, kernel_size=(1, 2, 2), stride=(1, 2, 2), bias=norm == "none")
-        self.layers = nn.Sequential(up, _norm(norm, out_channels, dims), nn.LeakyReLU(0.2, inplace=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-class UNet(Solver):
+class UNet(UNetBackbone, Solver):
     """fastMRI-style U-Net that post-processes ``x0 = A^T y``, called like the RIM.
 
-    Args:
-        channels: image channels C (1 grey, 2 complex as real/imaginary, 3 RGB, ...); input and
-            output of the network.
-        dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, D, H, W)`` (no pooling along D).
-        features: channels of the first level; level ``l`` has ``features * 2**l`` and the
-            bottleneck ``features * 2**depth`` (fastMRI's ``chans``; 32 there).
-        depth: number of pooling levels (fastMRI's ``num_pool_layers``; 4 there). H and W are
-            reflect-padded to multiples of ``2**depth`` and cropped back, so any size
-            ``>= 2**depth`` works.
-        residual: return ``x0 + net(x0)`` (default) instead of ``net(x0)``; the output convolution then
-            starts at zero, so the untrained network returns ``x0``.
-        norm: ``"instance"`` (fastMRI; no affine parameters, identical in train and eval mode),
-            ``"batch"``, ``"layer"`` (GroupNorm with one group) or ``"none"``.
-
-    Call ``unet(y, operator, x0=None, steps=None, sigma=None)``: see :meth:`forward`.
+    The arguments are those of :class:`~learn2invert.nn.unet.UNetBackbone` (channels, dims,
+    features, depth, residual, norm); the solver is that network (same state-dict keys) with
+    the solvers' entry checks. Call ``unet(y, operator, x0=None, steps=None, sigma=None)``: see
+    :meth:`forward`.
     """
-
-    def __init__(
-        self,
-        channels: int,
-        dims: int = 2,
-        features: int = 32,
-        depth: int = 3,
-        residual: bool = True,
-        norm: str = "instance",
-    ) -> None:
-        super().__init__()
-        for name, value, low in (("channels", channels, 1), ("features", features, 1), ("depth", depth, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if dims not in (2, 3):
-            raise ValueError(f"dims must be 2 or 3, got {dims!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.channels = channels
-        self.dims = dims
-        self.features = features
-        self.depth = depth
-        self.residual = bool(residual)
-        self.norm = norm
-
-        self.down = nn.ModuleList([ConvBlock(channels, features, dims, norm)])
-        ch = features
-        for _ in range(depth - 1):
-            self.down.append(ConvBlock(ch, 2 * ch, dims, norm))
-            ch *= 2
-        self.bottleneck = ConvBlock(ch, 2 * ch, dims, norm)
-        self.up = nn.ModuleList()
-        self.up_conv = nn.ModuleList()
-        for _ in range(depth):
-            self.up.append(UpBlock(2 * ch, ch, dims, norm))
-            self.up_conv.append(ConvBlock(2 * ch, ch, dims, norm))
-            ch //= 2
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        self.out = conv(features, channels, kernel_size=1)
-        if self.residual:
-            # Start as the identity map x0 -> x0: short trainings then start from the input image
-            # (zero-filled MRI) instead of from a random perturbation of it.
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
-        self._pool_kernel = 2 if dims == 2 else (1, 2, 2)
-
-    def extra_repr(self) -> str:
-        return (f"channels={self.channels}, dims={self.dims}, features={self.features}, depth={self.depth}, "
-                f"residual={self.residual}, norm={self.norm!r}")
 
     def check_image(self, x0: torch.Tensor, what: str = "the image (x0, or A_adjoint(y) when x0 is None)") -> None:
         """The base checks, H, W >= 2**depth, and more than one pixel at an instance-normalised bottleneck."""
         super().check_image(x0, what)
-        multiple = 2**self.depth
-        height, width = x0.shape[-2:]
-        if height < multiple or width < multiple:
-            raise ValueError(
-                f"this UNet (depth={self.depth}) needs H, W >= 2**depth = {multiple}, got image shape {tuple(x0.shape)}"
-            )
-        padded = [-(-n // multiple) * multiple for n in (height, width)]
-        bottleneck = (padded[0] // multiple) * (padded[1] // multiple) * (x0.shape[2] if self.dims == 3 else 1)
-        if self.norm == "instance" and bottleneck < 2:
-            raise ValueError(
-                f"instance normalisation needs more than one pixel at the bottleneck: an image of shape "
-                f"{tuple(x0.shape)} shrinks to 1 pixel after depth={self.depth} poolings; use a smaller depth"
-            )
-
-    def net(self, x: torch.Tensor) -> torch.Tensor:
-        """The U-Net itself on images whose H, W are multiples of ``2**depth``: ``(B, C, *S) -> (B, C, *S)``."""
-        skips = []
-        h = x
-        for block in self.down:
-            h = block(h)
-            skips.append(h)
-            h = F.max_pool2d(h, 2) if self.dims == 2 else F.max_pool3d(h, self._pool_kernel)
-        h = self.bottleneck(h)
-        for up, conv in zip(self.up, self.up_conv):
-            h = conv(torch.cat([up(h), skips.pop()], dim=1))
-        return self.out(h)
+        self.check_size(x0)
 
     def forward(
         self,
@@ -189,9 +40,7 @@ class UNet(Solver):
 
         Args:
             y: measurements, in whatever layout ``operator`` expects; used only to form the
-                default ``x0``. NaN or Inf raise a ``ValueError``. May be ``None`` when ``x0`` is
-                given (the network used as an image-to-image map; ``x0`` is then not scanned for
-                NaN, to keep that path free of host synchronisations).
+                default ``x0``. NaN or Inf raise a ``ValueError``.
             operator: the forward model; only ``A_adjoint`` is used (for the default ``x0``).
             x0: starting image ``(B, C, H, W)`` / ``(B, C, D, H, W)``; default
                 ``operator.A_adjoint(y)`` (zero-filled reconstruction in MRI).
@@ -205,18 +54,7 @@ class UNet(Solver):
             ``residual=False``), of the shape, dtype and units of ``x0``, so losses and scoring
             written for the RIM's list of iterates apply unchanged.
         """
-        if y is None and x0 is not None:
-            # The network as a plain image-to-image map inside another model (UNetProx): x0 is
-            # not scanned for NaN, to keep that path free of host synchronisations.
-            self.check_image(x0)
-        else:
-            x0 = self.start(y, operator, x0)
-        multiple = 2**self.depth
-        height, width = x0.shape[-2:]
-        pad_h, pad_w = -height % multiple, -width % multiple
-        # (left, right, top, bottom[, front, back]); reflect needs pad < size, guaranteed by H, W >= 2**depth.
-        pad = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2] + ([0, 0] if self.dims == 3 else [])
-        h = F.pad(x0, pad, mode="reflect") if pad_h or pad_w else x0
-        out = self.net(h)
-        out = out[..., pad[2]:pad[2] + height, pad[0]:pad[0] + width]
-        return [x0 + out if self.residual else out]
+        return [self.map_image(self.start(y, operator, x0))]
+
+
+__all__ = ["UNet"]

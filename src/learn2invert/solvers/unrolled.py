@@ -11,11 +11,11 @@ operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lips
 ``mu_k`` count in units of ``1 / ||A||^2`` (power iteration, or the norm the operator reports),
 so one config suits CT and unnormalised projections as well as orthonormal MRI.
 
-The prox is any :class:`~learn2invert.nn.prox_nets.Prox` (an ``nn.Module`` mapping an image to
-an image, with optional hooks): the ResNet / U-Net / DnCNN baselines
-(:mod:`learn2invert.nn.prox_nets`), the GLOW latent shrinkage of the flow-unfolding paper
-(:mod:`learn2invert.solvers.flow_prox`) or the shallow equilibrium regulariser of LUSER
-(:mod:`learn2invert.solvers.luser`). Weights are untied (one prox per fold) or shared (one prox
+The prox is any :class:`~learn2invert.nn.prox.base.Prox` (an ``nn.Module`` mapping an image to
+an image, with optional hooks), e.g. one of :mod:`learn2invert.nn.prox`: the ResNet / U-Net /
+DnCNN baselines, the GLOW latent shrinkage of the flow-unfolding paper
+(:mod:`learn2invert.nn.prox.glow`) or the shallow equilibrium regulariser of LUSER
+(:mod:`learn2invert.nn.prox.luser`). Weights are untied (one prox per fold) or shared (one prox
 for every fold).
 
 The scalar parameters (step sizes, and the scalars each prox lists in its
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..checkpoint import MODEL_FILE, read_weights
 from ..nn.deq import summarise_stats
-from ..nn.prox_nets import Prox
+from ..nn.prox.base import Prox, inverse_softplus
 from ..operators.base import LinearOperator
 from ..operators.likelihood import back_projection, operator_norm_squared
 from ..registry import PROXES
@@ -45,16 +45,11 @@ INITS = ("adjoint", "measurement", "zeros", "prox")
 STEP_UNITS = ("absolute", "lipschitz")
 
 
-def inverse_softplus(value: float) -> float:
-    """``softplus^-1(value)`` for value > 0: the raw parameter that starts at ``value``."""
-    return value + math.log(-math.expm1(-value))
-
-
 class UnrolledProximalGradient(Solver):
     """Proximal gradient descent unrolled for K folds with learned proximal maps.
 
     Args:
-        proxes: one :class:`~learn2invert.nn.prox_nets.Prox` (shared by every fold) or K of them
+        proxes: one :class:`~learn2invert.nn.prox.base.Prox` (shared by every fold) or K of them
             (untied, one per fold).
         folds: K; with a single shared prox it may exceed 1, with untied proxes it must equal
             ``len(proxes)``.
@@ -94,7 +89,7 @@ class UnrolledProximalGradient(Solver):
         modules = [proxes] if isinstance(proxes, nn.Module) else list(proxes)
         for module in modules:
             if not isinstance(module, Prox):
-                raise TypeError(f"proxes must be learn2invert.nn.prox_nets.Prox modules (subclass it: forward(x) -> x "
+                raise TypeError(f"proxes must be learn2invert.nn.prox.base.Prox modules (subclass it: forward(x) -> x "
                                 f"and optional hooks), got {type(module).__name__}")
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
             raise ValueError(f"folds must be a positive int, got {folds!r}")

@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.flows import Glow, dequantize
-from ..nn.prox_nets import Prox
-from .unrolled import inverse_softplus
+from ..flows import Glow, dequantize
+from .base import Prox, inverse_softplus
 
 OFFSET = 0.5  # images in [0, 1] enter the flow as x - OFFSET
 
