@@ -18,7 +18,7 @@ from learn2invert.solvers.tv import tv_reconstruct
 from learn2invert.solvers.unrolled import UnrolledProximalGradient
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 

@@ -7,7 +7,7 @@ import torch
 from learn2invert.data import BrainSliceMix, brain, brain_mix
 from learn2invert.data.brain_mix import _held_out_axial_levels, augment_magnitude, training_slice_pool
 from learn2invert.train.config import load_config
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 
 
 def test_items_are_reproducible_per_epoch_and_differ_across_epochs():

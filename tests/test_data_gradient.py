@@ -14,7 +14,7 @@ from learn2invert.solvers.rim import RIM
 from learn2invert.solvers.unrolled import UnrolledProximalGradient
 from learn2invert.nn.prox.resnet import ResNetProx
 from learn2invert.train.config import load_config
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 F64 = torch.float64

@@ -13,7 +13,7 @@ from torch.utils.data.distributed import DistributedSampler
 from learn2invert.train import loop
 from learn2invert.train.config import load_config
 from learn2invert.train.distributed import DistContext, init_distributed, seed_from
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 # A tiny i-RIM (invertible memory: parameter gradients reach DDP through the engine's re-entrant

@@ -11,7 +11,7 @@ from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri_dataset
 from learn2invert.operators import MultiCoilMRI
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 from learn2invert.train.reconstruct import reconstruct
 
 

@@ -20,7 +20,7 @@ from learn2invert.operators import random_projection
 from learn2invert.operators.random_projection import MatrixTooLarge, RandomProjection
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, dump_config, load_config
-from learn2invert.train.physics import Measurement
+from learn2invert.operators.generator import Measurement
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"

@@ -14,8 +14,8 @@ from learn2invert.operators import SingleCoilMRI, masks
 from learn2invert.operators.base import adjoint_mismatch
 from learn2invert.operators.fft import fft2c, fft3c
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.physics import Measurement
-from learn2invert.train.loop import measure, sample_generators
+from learn2invert.operators.generator import Measurement, measure
+from learn2invert.train.loop import sample_generators
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VOLUME = (2, 4, 16, 16)  # (C, D, H, W) complex volume

@@ -17,8 +17,8 @@ from learn2invert.operators.per_sample import PerSampleOperators
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.evaluate import evaluate_run
-from learn2invert.train.physics import component_config, Measurement, OperatorMixture
-from learn2invert.train.loop import batch_generator, measure, sample_generators
+from learn2invert.operators.generator import component_config, Measurement, OperatorMixture, measure
+from learn2invert.train.loop import batch_generator, sample_generators
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 8, 8)

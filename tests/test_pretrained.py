@@ -103,7 +103,7 @@ def test_unknown_missing_and_corrupt_models_name_the_file(shipped):
 def test_every_shipped_model_beats_its_adjoint_on_a_test_slice(name):
     pytest.importorskip("nilearn")
     from learn2invert.train.datasets import build_dataset
-    from learn2invert.train.physics import Measurement
+    from learn2invert.operators.generator import Measurement
     from learn2invert.train.validate import score_batch
 
     solver, config = pretrained.load_with_config(name)

@@ -64,7 +64,7 @@ def _at_acceleration(folder: Path, acceleration: float, split: str):
     """``(solver, config, dataset, measurement)`` of a run, its ``split`` measured at ``acceleration``."""
     from .bench.compare import with_overrides
     from .train.datasets import build_dataset
-    from .train.physics import Measurement
+    from .operators.generator import Measurement
     from .train.loop import load_solver
 
     solver, config, _, _ = load_solver(folder)

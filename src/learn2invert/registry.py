@@ -114,16 +114,16 @@ DATASETS.register("fastmri", "learn2invert.train.datasets:fastmri",
                   "fastMRI HDF5 files, single-coil or multi-coil (data.params.train_root/val_root/test_root)")
 
 OPERATORS = Registry("operator", "operator.name", hint="or name your own class as package.module:Class")
-OPERATORS.register("denoising", "learn2invert.train.physics:denoising", "identity: y = x + noise")
-OPERATORS.register("gaussian_blur", "learn2invert.train.physics:gaussian_blur", "convolution with a Gaussian kernel")
-OPERATORS.register("inpainting", "learn2invert.train.physics:inpainting", "random pixel mask per sample (operator.keep_fraction) or a centred hole")
-OPERATORS.register("super_resolution", "learn2invert.train.physics:super_resolution", "box-filter down-sampling by params.factor")
-OPERATORS.register("random_projection", "learn2invert.train.physics:random_projection", "dense Gaussian/Bernoulli/Fourier projection to m values")
-OPERATORS.register("mri", "learn2invert.train.physics:mri",
+OPERATORS.register("denoising", "learn2invert.operators.generator:denoising", "identity: y = x + noise")
+OPERATORS.register("gaussian_blur", "learn2invert.operators.generator:gaussian_blur", "convolution with a Gaussian kernel")
+OPERATORS.register("inpainting", "learn2invert.operators.generator:inpainting", "random pixel mask per sample (operator.keep_fraction) or a centred hole")
+OPERATORS.register("super_resolution", "learn2invert.operators.generator:super_resolution", "box-filter down-sampling by params.factor")
+OPERATORS.register("random_projection", "learn2invert.operators.generator:random_projection", "dense Gaussian/Bernoulli/Fourier projection to m values")
+OPERATORS.register("mri", "learn2invert.operators.generator:mri",
                    "Cartesian MRI, one random mask per sample; single-coil, or SENSE multi-coil with params.coils")
-OPERATORS.register("ct", "learn2invert.train.physics:ct", "parallel-beam CT (Radon transform)")
-OPERATORS.register("phase_retrieval", "learn2invert.train.physics:phase_retrieval", "nonlinear: |F x| (Fourier magnitude)")
-OPERATORS.register("beer_lambert_ct", "learn2invert.train.physics:beer_lambert_ct", "nonlinear: exp(-R x) with Poisson counts")
+OPERATORS.register("ct", "learn2invert.operators.generator:ct", "parallel-beam CT (Radon transform)")
+OPERATORS.register("phase_retrieval", "learn2invert.operators.generator:phase_retrieval", "nonlinear: |F x| (Fourier magnitude)")
+OPERATORS.register("beer_lambert_ct", "learn2invert.operators.generator:beer_lambert_ct", "nonlinear: exp(-R x) with Poisson counts")
 
 LOSSES = Registry("loss", "loss.name")
 LOSSES.register("mse", "learn2invert.train.losses:mse_loss", "mean squared error")

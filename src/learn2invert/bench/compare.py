@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ..outputs import OutputPathError, check_output_file
 from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.datasets import build_dataset
-from ..train.physics import Measurement
+from ..operators.generator import Measurement
 from ..train.loop import load_solver
 from ..train.validate import EVAL_SEED, magnitude, score_batch
 from ..operators.likelihood import back_projection

@@ -40,7 +40,7 @@ def measure_config(spec: dict) -> dict:
     from ..train.config import load_config
     from ..train.datasets import build_dataset
     from ..train.experiment import build_solver
-    from ..train.physics import Measurement
+    from ..operators.generator import Measurement
 
     torch.set_num_threads(spec.get("threads", 1))
     torch.manual_seed(0)

@@ -23,8 +23,8 @@ def measure(config_path: str, precisions: list[str], steps: int = 20, warmup: in
     from ..train.config import load_config
     from ..train.datasets import build_dataset
     from ..train.experiment import build_optimizer, build_solver
-    from ..train.physics import Measurement
-    from ..train.loop import measure as simulate, sample_generators
+    from ..operators.generator import Measurement, measure as simulate
+    from ..train.loop import sample_generators
     from ..train.losses import iterate_loss
     from ..train.precision import autocast
 

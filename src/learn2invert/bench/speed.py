@@ -78,7 +78,7 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
     from ..pretrained import path as model_path
     from ..train.config import load_config
     from ..train.datasets import build_dataset
-    from ..train.physics import Measurement
+    from ..operators.generator import Measurement
     from ..train.loop import measure as simulate, sample_generators
 
     config = load_config(config_path or model_path("mri_irim") / "config.yaml")

@@ -1,5 +1,8 @@
 """One batch measured by several operators: each sample by its own (multi-operator training).
 
+:func:`concat_operators` makes one operator for a batch from the per-sample ones (masks stacked
+where the operators are of one kind, else a :class:`PerSampleOperators`).
+
 A training batch drawn from an operator mixture with ``operator.per: sample`` holds samples of
 different physics (e.g. Gaussian and Bernoulli projections with the same number of
 measurements). :class:`PerSampleOperators` presents them to a solver as one operator: every call
@@ -14,8 +17,9 @@ import torch
 from torch import nn
 
 from .likelihood import back_projection, data_gradient, is_linear, normal
+from .multicoil import MultiCoilMRI
 
-__all__ = ["PerSampleOperators"]
+__all__ = ["PerSampleOperators", "concat_operators"]
 
 
 class PerSampleOperators(nn.Module):
@@ -116,3 +120,46 @@ class PerSampleOperators(nn.Module):
     def extra_repr(self) -> str:
         kinds = ", ".join(f"{type(op).__name__} x{len(g)}" for op, g in zip(self._operators, self.indices))
         return f"batch={self.batch}: {kinds}"
+
+
+def _batch_key(op) -> tuple | None:
+    """Operators with equal keys stack along the batch through their mask (and coil maps); None: they don't."""
+    mask = getattr(op, "mask", None)
+    if not isinstance(mask, torch.Tensor):
+        return None
+    if isinstance(op, MultiCoilMRI):
+        return (MultiCoilMRI, op.fft_dims, tuple(mask.shape[1:]), tuple(op.sensitivities.shape[1:]))
+    return (type(op), getattr(op, "fft_dims", None), tuple(mask.shape[1:]))
+
+
+def _stack(ops: list):
+    """Operators of one :func:`_batch_key`, one per sample, as one operator with masks stacked."""
+    first = ops[0]
+    masks = torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops])
+    if isinstance(first, MultiCoilMRI):  # per-sample masks and coil maps
+        return MultiCoilMRI(masks, torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
+                            fft_dims=first.fft_dims)
+    if hasattr(first, "fft_dims"):  # MRI: keep the FFT model (per-slice 2-D or 3-D) of the samples
+        return type(first)(masks, fft_dims=first.fft_dims)
+    return type(first)(masks)
+
+
+def concat_operators(ops: list):
+    """One operator for a batch from the per-sample ones (sample ``k`` measured by ``ops[k]``).
+
+    One shared operator is returned as it is; MRI and inpainting operators of one kind get their
+    masks (and coil maps) stacked along the batch; anything else (the operators of an operator
+    mixture drawn per sample) becomes a :class:`PerSampleOperators`
+    that applies each operator to its own samples.
+    """
+    first = ops[0]
+    if all(op is first for op in ops):
+        return first
+    keys = [_batch_key(op) for op in ops]
+    if keys[0] is not None and all(k == keys[0] for k in keys):
+        return _stack(ops)
+    groups: dict = {}  # stackable kind, or the operator object itself -> batch positions
+    for k, (op, key) in enumerate(zip(ops, keys)):
+        groups.setdefault(key if key is not None else ("object", id(op)), []).append(k)
+    combined = [_stack([ops[k] for k in group]) if key[0] != "object" else ops[group[0]] for key, group in groups.items()]
+    return PerSampleOperators(combined, list(groups.values()))

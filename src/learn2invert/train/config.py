@@ -249,7 +249,7 @@ def _resolve_mixture(config: dict, user_operator: dict) -> None:
     ``label`` (its name, or name + index when names repeat); ``operator.name`` becomes ``mixture``.
 
     Which operator names exist is checked where the operators are built
-    (:class:`~learn2invert.train.physics.Measurement`), with the entry's key in the message.
+    (:class:`~learn2invert.operators.generator.Measurement`), with the entry's key in the message.
     """
     op = config["operator"]
     mixture = op["mixture"]

@@ -45,7 +45,7 @@ from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
 from .datasets import build_dataset, empty_validation_message
 from .experiment import build_optimizer, build_solver, PER_STEP_SCHEDULES
-from .physics import concat_operators, Measurement, OperatorMixture
+from ..operators.generator import Measurement, OperatorMixture, measure
 from .losses import iterate_loss, pixel_subsample_mask
 from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
@@ -111,28 +111,6 @@ def batch_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
     """The generator of a whole batch, seeded by ``(seed, epoch, global batch index)``: it draws the
     operator of an operator mixture with ``per: batch`` (the same on every process)."""
     return torch.Generator().manual_seed(seed_from(seed, epoch, "batch", int(batch_index)))
-
-
-def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator],
-            batch_gen: torch.Generator | None = None):
-    """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
-
-    ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
-    :class:`~.physics.Measurement` gives them, and the operator holds every sample's physics.
-    An :class:`~.physics.OperatorMixture` with ``per: batch`` first draws the batch's operator
-    from ``batch_gen`` (:func:`batch_generator`; required then), so the samples' own generators
-    draw exactly what they would under that single operator. Single-operator measurements
-    ignore ``batch_gen``.
-    """
-    if isinstance(measurement, OperatorMixture) and measurement.per == "batch":
-        if batch_gen is None:
-            raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
-                             "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
-        measurement = measurement.components[measurement.choose(batch_gen)]
-    parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
-    y = torch.cat([p[0] for p in parts])
-    sigma = torch.cat([p[2] for p in parts])
-    return y, concat_operators([p[1] for p in parts]), sigma
 
 
 def _scored(iterates: list[torch.Tensor], x: torch.Tensor, loss_cfg: dict, generators: list[torch.Generator]):

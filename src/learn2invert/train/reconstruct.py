@@ -39,7 +39,7 @@ from ..operators.multicoil import estimate_sensitivities
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..outputs import check_output_file
-from .physics import component_config, Measurement
+from ..operators.generator import component_config, Measurement
 from .loop import load_solver, resolve_device
 from .validate import magnitude
 

@@ -144,7 +144,7 @@ def validate(solver, dataset: Dataset, measurement, config: dict, device: torch.
     The NMSE is ``sum ||x_hat - x||^2 / sum ||x||^2`` over the set (fastMRI computes it per
     volume): a mean of per-image NMSEs is dominated by any near-black image.
 
-    An operator mixture (:class:`~.physics.OperatorMixture`) is validated on each of its
+    An operator mixture (:class:`~learn2invert.operators.generator.OperatorMixture`) is validated on each of its
     operators separately, on the same images: ``psnr/LABEL``, ``ssim/LABEL``, ``nmse/LABEL`` and
     ``loss/LABEL`` per operator, and ``psnr``, ``ssim``, ``nmse``, ``loss`` the plain means over
     the operators (each counts once, whatever its training weight; the best weights are those

@@ -1,22 +1,31 @@
-"""Simulated measurements for training and evaluation: ``(x, generator) -> (y, operator, sigma)``.
+"""The physics generator: simulated measurements for training and evaluation, ``(x, generator) -> (y, operator, sigma)``.
+
+As DeepInverse's ``physics.generator``, it sits next to the operators and draws their physics.
 
 A :class:`Measurement` turns a batch of ground-truth images into measurements with the operator a
 config names (``operator.name``, registered in :data:`learn2invert.registry.OPERATORS`; the
 builders are at the end of this file) and its noise. Operators whose physics is drawn per sample
 (MRI masks with random acceleration, inpainting masks) get a batched buffer, so one operator
 call serves the whole batch and the solver never knows the difference. An
-:class:`OperatorMixture` draws among several operators (``operator.mixture``).
+:class:`OperatorMixture` draws among several operators (``operator.mixture``); :func:`measure`
+measures a batch with one generator per sample.
 """
 from __future__ import annotations
 
+import copy
+import importlib
 import inspect
 import math
+import re
 
 import numpy as np
 import torch
 
 from .. import operators
 from ..registry import OPERATORS, ConfigError, UnknownName, build
+from .multicoil import estimate_sensitivities, simulated_coil_maps
+from .per_sample import concat_operators
+from .random_projection import MatrixTooLarge, check_build_memory
 
 
 def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -145,8 +154,6 @@ class Measurement:
             y = operators.quantize(y)
         if isinstance(op, operators.MultiCoilMRI) and self.cfg["params"].get("maps") == "estimated":
             # The solver gets coil maps estimated from the measured calibration region, as on real scans.
-            from ..operators.multicoil import estimate_sensitivities
-
             op = operators.MultiCoilMRI(op.mask, estimate_sensitivities(y, op.mask))
         # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
         # solver needs a positive sigma even for noise-free data.
@@ -158,8 +165,6 @@ class Measurement:
 def component_config(config: dict, index: int) -> dict:
     """The single-operator config of entry ``index`` of ``operator.mixture``: the operator section
     with the entry's keys (name, params, noise_sigma, ...) in place of its own."""
-    import copy
-
     op = config["operator"]
     entry = op["mixture"][index]
     section = {k: copy.deepcopy(v) for k, v in op.items() if k not in ("mixture", "per")}
@@ -170,8 +175,6 @@ def component_config(config: dict, index: int) -> dict:
 
 def _entry_error(err: Exception, index: int, label: str) -> str:
     """``err``'s message with its operator keys moved under ``operator.mixture[index]``."""
-    import re
-
     key = f"operator.mixture[{index}]"
     text = re.sub(r"'operator\.(?!mixture\[)", f"'{key}.", str(err))
     return text if key in text else f"{key} ({label}): {text}"
@@ -258,59 +261,30 @@ class OperatorMixture(Measurement):
                 torch.cat([p[2] for p in parts]))
 
 
-def _batch_key(op) -> tuple | None:
-    """Operators with equal keys stack along the batch through their mask (and coil maps); None: they don't."""
-    from ..operators.multicoil import MultiCoilMRI
+def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator],
+            batch_gen: torch.Generator | None = None):
+    """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
 
-    mask = getattr(op, "mask", None)
-    if not isinstance(mask, torch.Tensor):
-        return None
-    if isinstance(op, MultiCoilMRI):
-        return (MultiCoilMRI, op.fft_dims, tuple(mask.shape[1:]), tuple(op.sensitivities.shape[1:]))
-    return (type(op), getattr(op, "fft_dims", None), tuple(mask.shape[1:]))
-
-
-def _stack(ops: list):
-    """Operators of one :func:`_batch_key`, one per sample, as one operator with masks stacked."""
-    from ..operators.multicoil import MultiCoilMRI
-
-    first = ops[0]
-    masks = torch.cat([op.mask.expand(1, *op.mask.shape[1:]) for op in ops])
-    if isinstance(first, MultiCoilMRI):  # per-sample masks and coil maps
-        return MultiCoilMRI(masks, torch.cat([op.sensitivities.expand(1, *op.sensitivities.shape[1:]) for op in ops]),
-                            fft_dims=first.fft_dims)
-    if hasattr(first, "fft_dims"):  # MRI: keep the FFT model (per-slice 2-D or 3-D) of the samples
-        return type(first)(masks, fft_dims=first.fft_dims)
-    return type(first)(masks)
-
-
-def concat_operators(ops: list):
-    """One operator for a batch from the per-sample ones (sample ``k`` measured by ``ops[k]``).
-
-    One shared operator is returned as it is; MRI and inpainting operators of one kind get their
-    masks (and coil maps) stacked along the batch; anything else (the operators of an operator
-    mixture drawn per sample) becomes a :class:`~learn2invert.operators.per_sample.PerSampleOperators`
-    that applies each operator to its own samples.
+    ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
+    :class:`Measurement` gives them, and the operator holds every sample's physics.
+    An :class:`OperatorMixture` with ``per: batch`` first draws the batch's operator
+    from ``batch_gen`` (:func:`learn2invert.train.loop.batch_generator` in training; required then), so the samples' own generators
+    draw exactly what they would under that single operator. Single-operator measurements
+    ignore ``batch_gen``.
     """
-    first = ops[0]
-    if all(op is first for op in ops):
-        return first
-    keys = [_batch_key(op) for op in ops]
-    if keys[0] is not None and all(k == keys[0] for k in keys):
-        return _stack(ops)
-    from ..operators.per_sample import PerSampleOperators
-
-    groups: dict = {}  # stackable kind, or the operator object itself -> batch positions
-    for k, (op, key) in enumerate(zip(ops, keys)):
-        groups.setdefault(key if key is not None else ("object", id(op)), []).append(k)
-    combined = [_stack([ops[k] for k in group]) if key[0] != "object" else ops[group[0]] for key, group in groups.items()]
-    return PerSampleOperators(combined, list(groups.values()))
+    if isinstance(measurement, OperatorMixture) and measurement.per == "batch":
+        if batch_gen is None:
+            raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
+                             "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
+        measurement = measurement.components[measurement.choose(batch_gen)]
+    parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
+    y = torch.cat([p[0] for p in parts])
+    sigma = torch.cat([p[2] for p in parts])
+    return y, concat_operators([p[1] for p in parts]), sigma
 
 
 def user_operator_class(name: str) -> type:
     """The class named by ``operator.name: package.module:Class``; one ConfigError naming it if it cannot be imported."""
-    import importlib
-
     module_name, _, class_name = name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -359,8 +333,6 @@ def random_projection(m: Measurement, params: dict, seed: int):
         params["m"] = int(round(n / float(reduction)))
     # The dense matrix grows as n^2: a large data.patch_size asks for terabytes. Refuse before
     # drawing it, naming the keys that set its size.
-    from ..operators.random_projection import MatrixTooLarge, check_build_memory
-
     rows = params["m"]
     if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1:  # other values: the constructor's message
         try:
@@ -419,8 +391,6 @@ def mri(m: Measurement, batch: int, generator: torch.Generator):
     if params.get("coils"):
         # SENSE: each sample's coil array is rotated at random (and gets a random smooth extra
         # phase per coil with phase_amplitude), so the model does not learn one coil geometry.
-        from ..operators.multicoil import simulated_coil_maps
-
         geometry = {k: float(params[k]) for k in ("ring_radius", "coil_radius", "phase_amplitude") if k in params}
         maps = torch.stack([
             simulated_coil_maps(int(params["coils"]), (h, w), generator=generator,
