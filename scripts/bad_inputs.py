@@ -400,7 +400,7 @@ def cases(fx: Path) -> list[Case]:
     add(api("pretrained.load of an unknown name", "from learn2invert import pretrained\npretrained.load('nope')"))
     add(api("add_gaussian_noise(sigma=-1)", "import torch\nfrom learn2invert import operators\n"
             "print(operators.add_gaussian_noise(torch.zeros(1, 1, 4, 4), sigma=-1.0).std())"))
-    add(api("load_solver of a missing run", "from learn2invert.train.loop import load_solver\nload_solver('runs/nope')"))
+    add(api("load_solver of a missing run", "from learn2invert.inference import load_solver\nload_solver('runs/nope')"))
     return C
 
 

@@ -28,7 +28,7 @@ import torch
 from learn2invert.train.config import load_config
 from learn2invert.train.datasets import build_dataset
 from learn2invert.operators.generator import Measurement
-from learn2invert.train.loop import load_solver
+from learn2invert.inference import load_solver
 from learn2invert.train.validate import score_dataset
 
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from learn2invert.train import loop
 from learn2invert.checkpoint import read_safetensors
 from learn2invert.train.experiment import warmup_cosine
+from learn2invert.inference import load_solver
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 # 32 samples, batch 4: 8 steps per epoch.
@@ -72,7 +73,7 @@ def test_load_solver_prefers_best_weights(tmp_path):
     assert loop.weights_file(tmp_path / "run").name == loop.BEST_FILE
     assert loop.weights_file(tmp_path / "run", "last").name == "model.safetensors"
     best = load_file(str(tmp_path / "run" / loop.BEST_FILE))
-    solver = loop.load_solver(tmp_path / "run")[0]
+    solver = load_solver(tmp_path / "run")[0]
     for key, value in solver.state_dict().items():
         assert torch.equal(value, best[key]), key
     (tmp_path / "run" / loop.BEST_FILE).unlink()  # runs from before best weights existed

@@ -32,7 +32,7 @@ def test_summary_and_bad_arguments(tmp_path, monkeypatch):
     assert lines[-1] == "report: runs/demo/report.md (3.0 min)"
     with pytest.raises(ValueError, match="steps"):
         demo.run_demo(tmp_path / "unused", steps=0)
-    monkeypatch.setattr(pretrained, "ROOT", tmp_path)
+    monkeypatch.setattr(pretrained.shipped, "ROOT", tmp_path)
     with pytest.raises(ValueError, match="ships no MRI models"):
         demo.run_demo(tmp_path / "unused")
 

@@ -12,7 +12,7 @@ from learn2invert.operators import MultiCoilMRI
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.operators.generator import Measurement
-from learn2invert.train.reconstruct import reconstruct
+from learn2invert.inference.reconstruct import reconstruct
 
 
 def _measurement(*overrides: str, shape=(2, 24, 20)) -> Measurement:

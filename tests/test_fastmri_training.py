@@ -14,7 +14,7 @@ from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_s
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.datasets import build_dataset
-from learn2invert.train.reconstruct import fastmri_measurements, reconstruct
+from learn2invert.inference.reconstruct import fastmri_measurements, reconstruct
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "fastmri"
 SHAPE = dict(slices=2, kspace_shape=(64, 32), recon_size=(32, 32))
@@ -104,8 +104,8 @@ def test_reconstruct_uses_the_test_files_own_mask_and_prints_no_scores(irim_run,
     with h5py.File(test_file, "r") as hf:
         file_mask = hf["mask"][()]
     from learn2invert.data import FastMRISingleCoil
-    from learn2invert.train.loop import load_solver
-    from learn2invert.train.reconstruct import Run
+    from learn2invert.inference import load_solver
+    from learn2invert.inference.reconstruct import Run
 
     solver, config, _, shape = load_solver(irim_run)
     measured, info = fastmri_measurements(Run(solver, config, shape, torch.device("cpu")),
@@ -184,7 +184,7 @@ def test_volume_scores_are_fastmris_volume_metrics():
 
 
 def test_eval_reports_volume_wise_metrics(irim_run, tmp_path):
-    from learn2invert.train.evaluate import evaluate_run
+    from learn2invert.inference.evaluate import evaluate_run
 
     result = evaluate_run(irim_run, split="val", out=tmp_path / "eval.json")
     assert result["per_volume"]["volumes"] == 1 and len(result["per_volume"]["psnr"]["per_sample"]) == 1

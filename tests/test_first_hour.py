@@ -21,6 +21,8 @@ from learn2invert.operators.random_projection import MatrixTooLarge, RandomProje
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, dump_config, load_config
 from learn2invert.operators.generator import Measurement
+from learn2invert.inference import load_solver
+from learn2invert.inference.load import NotAReconstructionRun
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
@@ -88,7 +90,7 @@ def test_train_out_that_is_a_file_is_one_line(tmp_path, capsys):
 def test_outputs_that_are_folders_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
     from learn2invert import tour
     from learn2invert.bench import compare
-    from learn2invert.train import evaluate, reconstruct
+    from learn2invert.inference import evaluate, reconstruct
 
     run_dir = tmp_path / "run"  # never loaded: every check below comes first
     run_dir.mkdir()
@@ -133,7 +135,7 @@ def _read_only(folder: Path, monkeypatch) -> Path:
 def test_read_only_output_folders_are_one_line(tmp_path, monkeypatch, capsys):
     from learn2invert import tour
     from learn2invert.bench import compare
-    from learn2invert.train import evaluate, reconstruct
+    from learn2invert.inference import evaluate, reconstruct
 
     locked = _read_only(tmp_path / "locked", monkeypatch)
     run_dir = tmp_path / "run"
@@ -161,7 +163,7 @@ def test_read_only_output_folders_are_one_line(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------- 3. a flow prior is no solver
 
 def test_flow_prior_run_is_refused_by_eval_and_reconstruct(tmp_path, capsys):
-    from learn2invert.train import evaluate, reconstruct
+    from learn2invert.inference import evaluate, reconstruct
 
     run_dir = tmp_path / "prior"  # what l2i train projects/flow_unfolding2021/configs/flow_prior.yaml leaves (the weights are not read)
     run_dir.mkdir()
@@ -169,9 +171,9 @@ def test_flow_prior_run_is_refused_by_eval_and_reconstruct(tmp_path, capsys):
     (run_dir / "config.yaml").write_text(dump_config(config))
     (run_dir / "model.safetensors").write_bytes(b"")
     image = _png(tmp_path / "in.png")
-    with pytest.raises(loop.NotAReconstructionRun, match="flow prior"):
+    with pytest.raises(NotAReconstructionRun, match="flow prior"):
         evaluate.evaluate_run(run_dir)
-    with pytest.raises(loop.NotAReconstructionRun, match="flow prior"):
+    with pytest.raises(NotAReconstructionRun, match="flow prior"):
         reconstruct.reconstruct(run_dir, image, tmp_path / "out.png")
     for argv in (["eval", str(run_dir)], ["reconstruct", str(run_dir), str(image), str(tmp_path / "out.png"), "--simulate"]):
         assert main(argv) == 2
@@ -345,9 +347,9 @@ def test_a_run_on_an_image_folder_loads_after_the_folder_moved(tmp_path):
         "data.val_length=2", "train.batch_size=2", "train.max_steps=2", "solver.params.steps=1",
         "solver.params.conv_channels=4", "solver.params.hidden_channels=4", "operator.name=denoising",
         "operator.params={}", "operator.noise_sigma=0.1"))
-    before = loop.load_solver(tmp_path / "run")[0].state_dict()
+    before = load_solver(tmp_path / "run")[0].state_dict()
     folder.rename(tmp_path / "moved")
-    after, _, _, shape = loop.load_solver(tmp_path / "run")
+    after, _, _, shape = load_solver(tmp_path / "run")
     assert shape == (1, 8, 8)
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.items())
 

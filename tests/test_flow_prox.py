@@ -8,6 +8,7 @@ from learn2invert.operators import Denoising, GaussianBlur
 from learn2invert.nn.prox.glow import OFFSET, FlowDensity, GlowProx
 from learn2invert.solvers.unrolled import unrolled_solver
 from learn2invert.train import loop
+from learn2invert.inference import load_solver
 
 CONFIGS = Path(__file__).resolve().parents[1] / "projects" / "flow_unfolding2021" / "configs"
 TINY_FLOW = {"image_size": 8, "levels": 2, "depth": 2, "hidden": 8}
@@ -59,7 +60,7 @@ def test_pretrain_by_likelihood_then_unroll_and_plug_and_play(tmp_path):
     task = ("data.patch_size=8", "data.train_length=16", "data.val_length=4", "train.batch_size=8", "train.epochs=1",
             f"solver.params.pretrained={tmp_path / 'prior'}", "solver.params.prox_params={image_size: 8, levels: 2, depth: 2, hidden: 8}")
     loop.train(CONFIGS / "flow_denoise.yaml", tmp_path / "glow", overrides=task, show_progress=False)
-    glow, _, _, _ = loop.load_solver(tmp_path / "glow")
+    glow, _, _, _ = load_solver(tmp_path / "glow")
     # Every fold started from the prior: before training, fold flows equal the pre-trained flow.
     fresh = unrolled_solver(1, prox="glow", folds=4, pretrained=str(tmp_path / "prior"), prox_params=TINY_FLOW)
     for k in range(4):
@@ -70,7 +71,7 @@ def test_pretrain_by_likelihood_then_unroll_and_plug_and_play(tmp_path):
 
     loop.train(CONFIGS / "flow_denoise.yaml", tmp_path / "pnp", overrides=task + ("solver.params.freeze_prox=true",),
                show_progress=False)
-    pnp, _, _, _ = loop.load_solver(tmp_path / "pnp")
+    pnp, _, _, _ = load_solver(tmp_path / "pnp")
     for k in range(4):  # plug-and-play: the flows stay the pre-trained ones, only mu and lambda move
         assert torch.equal(pnp.prox[k].flow.state_dict()["steps.0.2.net.0.weight"],
                            density.flow.state_dict()["steps.0.2.net.0.weight"])
@@ -79,7 +80,7 @@ def test_pretrain_by_likelihood_then_unroll_and_plug_and_play(tmp_path):
     assert torch.isfinite(pnp(x + 0.2 * torch.randn_like(x), Denoising())[-1]).all()
     # The trained runs hold every weight: they load after the prior they started from has moved.
     (tmp_path / "prior").rename(tmp_path / "moved")
-    moved, _, _, _ = loop.load_solver(tmp_path / "glow")
+    moved, _, _, _ = load_solver(tmp_path / "glow")
     for (name, a), b in zip(moved.state_dict().items(), glow.state_dict().values()):
         assert torch.equal(a, b), name
 

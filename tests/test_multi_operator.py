@@ -16,7 +16,7 @@ from learn2invert.operators.likelihood import data_gradient
 from learn2invert.operators.per_sample import PerSampleOperators
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.evaluate import evaluate_run
+from learn2invert.inference.evaluate import evaluate_run
 from learn2invert.operators.generator import component_config, Measurement, OperatorMixture, measure
 from learn2invert.train.loop import batch_generator, sample_generators
 

@@ -11,6 +11,7 @@ from skimage.io import imsave
 from learn2invert import pretrained
 from learn2invert.cli import main
 from learn2invert.train import loop
+from learn2invert.inference import load_solver
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = (
@@ -28,7 +29,7 @@ def shipped(tmp_path, monkeypatch):
     info = {"task": "grey denoising (test)", "solver": "rim", "command": "l2i train configs/smoke.yaml",
             "metrics": {"test": {"rim": {"psnr": 20.0, "ssim": 0.5}}}}
     pretrained.export(tmp_path / "run", "tiny", info, destination=root)
-    monkeypatch.setattr(pretrained, "ROOT", root)
+    monkeypatch.setattr(pretrained.shipped, "ROOT", root)
     return tmp_path / "run", root / "tiny"
 
 
@@ -38,10 +39,10 @@ def test_export_list_and_load_give_the_runs_best_weights(shipped, capsys):
     card = pretrained.card("tiny")
     history = json.loads((run / "history.json").read_text())
     assert card["optimiser_steps"] == 4 and card["best_step"] == history[-1]["best_step"]
-    assert card["parameters"] == sum(p.numel() for p in loop.load_solver(run)[0].parameters())
+    assert card["parameters"] == sum(p.numel() for p in load_solver(run)[0].parameters())
     assert "l2i train configs/smoke.yaml" in (folder / "README.md").read_text()
     solver = pretrained.load("tiny")
-    reference = loop.load_solver(run, weights="best")[0]
+    reference = load_solver(run, weights="best")[0]
     for key, value in reference.state_dict().items():
         assert torch.equal(solver.state_dict()[key], value), key
     assert main(["pretrained", "list"]) == 0
@@ -56,12 +57,12 @@ def test_export_of_the_last_weights(shipped, tmp_path, capsys):
     card = json.loads((folder / "card.json").read_text())
     assert card["weights"] == "last" and "shipped weights: the last step" in (folder / "README.md").read_text()
     pretrained.export(run, "a_much_longer_model_name", {"task": "t", "command": "c", "metrics": {}},
-                      destination=pretrained.ROOT)
+                      destination=pretrained.shipped.ROOT)
     assert main(["pretrained", "list"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in ("name", "tiny")]
     assert rows[0].index("solver") == rows[1].index("rim") == len("a_much_longer_model_name") + 1  # columns align
-    solver = loop.load_solver(folder, weights="best")[0]  # a shipped folder's model.safetensors is what it ships
-    for key, value in loop.load_solver(run, weights="last")[0].state_dict().items():
+    solver = load_solver(folder, weights="best")[0]  # a shipped folder's model.safetensors is what it ships
+    for key, value in load_solver(run, weights="last")[0].state_dict().items():
         assert torch.equal(solver.state_dict()[key], value), key
 
 
@@ -131,7 +132,7 @@ def test_export_from_the_command_line_reads_compare_results(tmp_path, monkeypatc
     compare = {"methods": {m: {k: {"mean": v, "std": 0.0} for k, v in (("psnr", p), ("ssim", 0.5), ("nmse", 0.1))}
                            for m, p in (("adjoint", 18.0), ("tv", 21.0), ("rim", 22.5))}, "tv_weight": 0.01}
     (tmp_path / "cmp.json").write_text(json.dumps(compare))
-    monkeypatch.setattr(pretrained, "ROOT", tmp_path / "shipped")
+    monkeypatch.setattr(pretrained.shipped, "ROOT", tmp_path / "shipped")
     assert main(["pretrained", "export", str(tmp_path / "run"), "tiny", "--method", "rim", "--metrics",
                  f"test={tmp_path / 'cmp.json'}", "--task", "denoising", "--command", "l2i train smoke.yaml"]) == 0
     card = json.loads((tmp_path / "shipped" / "tiny" / "card.json").read_text())

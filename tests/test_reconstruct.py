@@ -16,7 +16,8 @@ from learn2invert.data import load_nifti, save_nifti
 from learn2invert.data.image_folder import read_image
 from learn2invert.operators import Denoising
 from learn2invert.train import loop
-from learn2invert.train.reconstruct import reconstruct
+from learn2invert.inference.reconstruct import reconstruct
+from learn2invert.inference import load_solver
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = (
@@ -63,7 +64,7 @@ def test_denoising_run_reconstructs_a_noisy_png(denoising_run, tmp_path):
     # .npy keeps the raw float estimate: the solver's last iterate at the config's sigma.
     reconstruct(denoising_run, noisy, tmp_path / "clean.npy")
     raw = np.load(tmp_path / "clean.npy")
-    solver, config, _, _ = loop.load_solver(denoising_run)
+    solver, config, _, _ = load_solver(denoising_run)
     y = torch.from_numpy(read_image(noisy))[None]
     with torch.no_grad():
         expected = solver(y, Denoising(), sigma=config["operator"]["noise_sigma"])[-1][0]
@@ -298,8 +299,6 @@ def test_sigma_tells_the_solver_the_noise_level_of_the_users_image(denoising_run
 def test_ct_run_reconstructs_a_measured_sinogram(tmp_path_factory, tmp_path, capsys):
     run = _train(tmp_path_factory, "ct", "data.name=ellipses", "data.patch_size=16", "operator.name=ct",
                  "operator.params={n_angles: 8}", "operator.noise_sigma=0.1", "solver.params.init=adjoint")
-    from learn2invert.train.loop import load_solver
-
     _, config, measurement, shape = load_solver(run)
     truth = torch.zeros((1, *shape))
     truth[..., 4:12, 5:11] = 1.0

@@ -11,7 +11,7 @@ from learn2invert.solvers.rim import RIM
 from learn2invert.train import loop
 from learn2invert.checkpoint import load_model, save_model
 from learn2invert.train.config import ConfigError, load_config
-from learn2invert.train.evaluate import evaluate_run
+from learn2invert.inference.evaluate import evaluate_run
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = (

@@ -7,6 +7,7 @@ from learn2invert.operators import GaussianBlur, Inpainting, centered_hole_mask
 from learn2invert.solvers.unrolled import UnrolledProximalGradient, unrolled_solver
 from learn2invert.train import loop
 from learn2invert.train.experiment import build_optimizer
+from learn2invert.inference import load_solver
 
 
 def _blur_problem(batch=2, channels=3, size=16, seed=0):
@@ -99,7 +100,7 @@ def test_pretrained_denoiser_initialises_every_fold(tmp_path):
                  "solver.params={prox: resnet, folds: 1, init: measurement, prox_params: {features: 8}}")
     loop.train(None, tmp_path / "denoiser", overrides=overrides, show_progress=False)
     pre = unrolled_solver(3, prox="resnet", folds=3, prox_params={"features": 8}, pretrained=str(tmp_path / "denoiser"))
-    trained = loop.load_solver(tmp_path / "denoiser")[0]
+    trained = load_solver(tmp_path / "denoiser")[0]
     for k in range(3):
         for (name, a), b in zip(pre.prox[k].state_dict().items(), trained.prox[0].state_dict().values()):
             assert torch.equal(a, b), name

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from learn2invert.solvers.tv import choose_tv_weight, tv_reconstruct
 from learn2invert.train.datasets import build_dataset
 from learn2invert.operators.generator import Measurement
-from learn2invert.train.loop import load_solver
+from learn2invert.inference import load_solver
 from learn2invert.train.validate import EVAL_SEED, score_batch, score_dataset
 from rim_figure2 import _fmt, _param_count
 

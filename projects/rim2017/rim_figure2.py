@@ -126,7 +126,7 @@ def tikhonov_baseline(run_dir: str | Path, samples: int, split: str = "test", ba
 
     from learn2invert.solvers.classical import tikhonov
     from learn2invert.train.datasets import build_dataset
-    from learn2invert.train.loop import load_solver
+    from learn2invert.inference import load_solver
     from learn2invert.train.validate import EVAL_SEED, score_batch
     from torch.utils.data import DataLoader
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from learn2invert.operators.superres import bicubic_matlab
 from learn2invert.train.datasets import build_dataset
 from learn2invert.operators.generator import Measurement
-from learn2invert.train.loop import load_solver
+from learn2invert.inference import load_solver
 from learn2invert.train.validate import score_batch
 from rim_denoising import BATCH, _clean, _measure, _stats, _train_info
 

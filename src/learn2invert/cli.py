@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluate import evaluate_run
+    from .inference.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, split=args.split, steps=args.steps, out=args.out, length=args.samples)
     out = args.out or f"{args.run_dir}/eval.json"
@@ -65,7 +65,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .train.reconstruct import reconstruct
+    from .inference.reconstruct import reconstruct
 
     if args.pretrained:
         from . import pretrained
@@ -109,7 +109,7 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
         for test, methods in info.get("metrics", {}).items():
             row = ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in methods.items())
             print(f"{'':<{width}} {test}: {row}")
-    print(f"model cards: {pretrained.ROOT}/<name>/README.md")
+    print(f"model cards: {pretrained.shipped.ROOT}/<name>/README.md")
     return 0
 
 

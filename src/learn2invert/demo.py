@@ -65,7 +65,7 @@ def _at_acceleration(folder: Path, acceleration: float, split: str):
     from .bench.compare import with_overrides
     from .train.datasets import build_dataset
     from .operators.generator import Measurement
-    from .train.loop import load_solver
+    from .inference import load_solver
 
     solver, config, _, _ = load_solver(folder)
     config = with_overrides(config, [f"operator.acceleration={acceleration}"])

@@ -25,7 +25,7 @@ from ..outputs import OutputPathError, check_output_file
 from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.datasets import build_dataset
 from ..operators.generator import Measurement
-from ..train.loop import load_solver
+from ..inference import load_solver
 from ..train.validate import EVAL_SEED, magnitude, score_batch
 from ..operators.likelihood import back_projection
 

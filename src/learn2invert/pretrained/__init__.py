@@ -18,6 +18,9 @@ Usage::
     estimates = solver(y, operator, sigma=sigma)
 
 From the shell: ``l2i pretrained list`` and ``l2i reconstruct --pretrained NAME INPUT OUTPUT``.
+
+Finding the models and reading their cards (:func:`available`, :func:`path`, :func:`card`) is
+:mod:`learn2invert.shipped`, re-exported here; loading and exporting them is this module.
 """
 from __future__ import annotations
 
@@ -27,40 +30,12 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import CorruptCheckpoint, read_safetensors, weights_file, write_safetensors
+from ..inference.load import load_solver
+from .. import shipped
+from ..shipped import PretrainedError, available, card, card_from_comparisons, card_markdown, path
+
 __all__ = ["PretrainedError", "available", "path", "card", "load", "load_with_config", "export", "card_from_comparisons"]
-
-ROOT = Path(__file__).resolve().parent
-REQUIRED = ("config.yaml", "model.safetensors", "card.json")
-
-
-class PretrainedError(ValueError):
-    """A shipped model is unknown, incomplete or corrupt; the message names the model and the file."""
-
-
-def available() -> list[str]:
-    """Names of the shipped models, sorted."""
-    return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and (p / "card.json").is_file())
-
-
-def path(name: str) -> Path:
-    """The folder of shipped model ``name`` (a run folder), after checking its files are there."""
-    folder = ROOT / name
-    if not name or "/" in name or not folder.is_dir():
-        raise PretrainedError(f"no shipped model named {name!r}; available: {', '.join(available()) or 'none'}")
-    for file in REQUIRED:
-        if not (folder / file).is_file():
-            raise PretrainedError(f"shipped model {name!r} is incomplete: {folder / file} is missing "
-                                  "(reinstall learn2invert)")
-    return folder
-
-
-def card(name: str) -> dict:
-    """The model card of ``name``: task, command, steps, parameters and metrics (see :func:`export`)."""
-    file = path(name) / "card.json"
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise PretrainedError(f"shipped model {name!r}: {file} is not valid JSON ({err})") from err
 
 
 def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -75,9 +50,6 @@ def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
 
 def load_with_config(name: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """``(solver, resolved training config)`` of shipped model ``name`` (see :func:`load`)."""
-    from ..checkpoint import CorruptCheckpoint
-    from ..train.loop import load_solver
-
     folder = path(name)
     try:
         solver, config, _, _ = load_solver(folder, device, weights="last")
@@ -102,14 +74,11 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
     Returns:
         The model folder.
     """
-    from ..checkpoint import read_safetensors, write_safetensors
-    from ..train.loop import load_solver, weights_file
-
     run_dir = Path(run_dir)
     source = weights_file(run_dir, weights)
     solver, config, _, _ = load_solver(run_dir, "cpu", weights=weights)
     history = json.loads((run_dir / "history.json").read_text())
-    folder = Path(destination if destination is not None else ROOT) / name
+    folder = Path(destination if destination is not None else shipped.ROOT) / name
     folder.mkdir(parents=True, exist_ok=True)
     tensors, metadata = read_safetensors(source)
     metadata.pop("sha256", None)
@@ -124,42 +93,3 @@ def export(run_dir: str | Path, name: str, info: dict, destination: str | Path |
     (folder / "card.json").write_text(json.dumps(full, indent=1) + "\n")
     (folder / "README.md").write_text(card_markdown(full))
     return folder
-
-
-def card_from_comparisons(method: str, comparisons: list[str], **info) -> dict:
-    """A card's ``info`` with ``metrics`` read from ``l2i bench compare`` JSON files.
-
-    ``comparisons`` are ``"LABEL=PATH"`` strings; each contributes the PSNR / SSIM / NMSE means of
-    ``method`` and of the classical baselines in that file (zero-filled, adjoint, FBP, TV), and
-    the TV weight used goes to ``tv_weights[LABEL]``.
-    """
-    metrics, tv_weights = {}, {}
-    for item in comparisons:
-        label, sep, file = item.partition("=")
-        if not sep:
-            raise ValueError(f"metrics are given as LABEL=COMPARE_JSON, got {item!r}")
-        result = json.loads(Path(file).read_text())
-        if method not in result["methods"]:
-            raise ValueError(f"{file} has no results for {method!r} (it has {', '.join(result['methods'])})")
-        keep = [m for m in result["methods"] if m in ("zero-filled", "adjoint", "fbp", "tv")] + [method]
-        metrics[label] = {m: {k: result["methods"][m][k]["mean"] for k in ("psnr", "ssim", "nmse")} for m in keep}
-        tv_weights[label] = result.get("tv_weight")
-    return {**info, "metrics": metrics, "tv_weights": tv_weights}
-
-
-def card_markdown(info: dict) -> str:
-    """The model card as Markdown."""
-    lines = [f"# {info['name']}", "", info.get("task", ""), "", "Trained with:", "", "```bash", info.get("command", ""), "```", "",
-             f"- parameters: {info.get('parameters')}",
-             f"- optimiser steps: {info.get('optimiser_steps')} (best validation loss at step {info.get('best_step')}; "
-             f"{'stopped early' if info.get('stopped_early') else 'ran to its step count'}; shipped weights: "
-             f"{'the last step' if info.get('weights') == 'last' else 'the best validation loss'})",
-             f"- data: {info.get('data', '')}", ""]
-    metrics = info.get("metrics", {})
-    if metrics:
-        lines += ["| test | method | PSNR (dB) | SSIM |", "|---|---|---:|---:|"]
-        for test, methods in metrics.items():
-            for method, m in methods.items():
-                lines.append(f"| {test} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
-        lines.append("")
-    return "\n".join(lines)

@@ -5,6 +5,7 @@ can use is registered in :mod:`learn2invert.registry`.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -29,6 +30,17 @@ def build_solver(config: dict, image_shape: tuple[int, ...]) -> torch.nn.Module:
     s = config["solver"]
     dims = {"channels": image_shape[0], "dims": len(image_shape) - 1}
     return build(_lookup(SOLVERS, s["name"]), {**dims, **dict(s["params"])}, "solver.params")
+
+
+def without_initial_weights(config: dict) -> dict:
+    """``config`` without the run folder its prox started from (``solver.params.pretrained``).
+
+    A run's own checkpoint holds every weight, so a trained run loads and resumes even after
+    the prior it started from has moved or been deleted.
+    """
+    config = copy.deepcopy(config)
+    config["solver"]["params"].pop("pretrained", None)
+    return config
 
 
 # ----------------------------------------------------------------------------- optimiser, schedule

@@ -22,7 +22,6 @@ run folder; the other ranks get the config and the training state from it over t
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -36,16 +35,17 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from .. import shipped
 from ..data.skipping import SkipBadFiles
 from ..outputs import check_output_folder
-from ..checkpoint import (BEST_FILE, CONFIG_FILE, MODEL_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
+from ..checkpoint import (BEST_FILE, CONFIG_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
                           find_resume_point, has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint,
                           save_model, weights_file)
 from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
 from .datasets import build_dataset, empty_validation_message
-from .experiment import build_optimizer, build_solver, PER_STEP_SCHEDULES
-from ..operators.generator import Measurement, OperatorMixture, measure
+from .experiment import build_optimizer, build_solver, PER_STEP_SCHEDULES, without_initial_weights
+from ..operators.generator import Measurement, measure
 from .losses import iterate_loss, pixel_subsample_mask
 from .memory_check import check_batch_fits
 from .precision import CompiledOrEager, autocast, check_precision, grad_scaler
@@ -278,7 +278,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
     image_shape = tuple(train_set[0].shape)
     measurement = Measurement(config, image_shape)
-    solver = build_solver(config if point is None else _without_initial_weights(config), image_shape).to(device)
+    solver = build_solver(config if point is None else without_initial_weights(config), image_shape).to(device)
     local_batch = batch_size // ctx.world_size
     # A batch that cannot fit is refused now, with numbers, instead of being killed by the kernel later.
     check_batch_fits(solver, train_set[0], measurement, local_batch, device)
@@ -498,71 +498,11 @@ def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progr
 def _init_folder(name: str) -> Path:
     """The run folder named by ``train.init_weights``: a path, or ``pretrained:NAME`` for a shipped model."""
     if str(name).startswith("pretrained:"):
-        from .. import pretrained
-
-        return pretrained.path(str(name)[len("pretrained:"):])
+        return shipped.path(str(name)[len("pretrained:"):])
     if not Path(name).is_dir():
         raise ValueError(f"config key 'train.init_weights': {name} is not a run folder (or pretrained:NAME)")
     return Path(name)
 
 
-class NotAReconstructionRun(ValueError):
-    """The run folder holds a model that does not reconstruct measurements (a flow prior)."""
-
-
-def check_reconstruction_run(config: dict, run_dir: Path | str) -> None:
-    """Refuse a run whose model cannot be called as ``solver(y, operator, sigma=...)``: a flow prior
-    trained by likelihood (``loss.name: bits_per_dim``) only scores and samples clean images."""
-    if config["loss"]["name"] == "bits_per_dim" or config["solver"]["name"] == "flow_density":
-        raise NotAReconstructionRun(
-            f"{run_dir} is a flow prior trained by likelihood (solver.name: {config['solver']['name']}, loss.name: "
-            f"{config['loss']['name']}), not a reconstruction model: it is a prior for flow unfolding; train "
-            f"projects/flow_unfolding2021/configs/flow_denoise.yaml (or flow_deblur, flow_inpaint) with --set "
-            f"solver.params.pretrained={run_dir} and evaluate or reconstruct with that run (the prior's samples: {Path(run_dir) / 'samples.png'})")
-
-
-def _without_initial_weights(config: dict) -> dict:
-    """``config`` without the run folder its prox started from (``solver.params.pretrained``).
-
-    A run's own checkpoint holds every weight, so a trained run loads and resumes even after
-    the prior it started from has moved or been deleted.
-    """
-    config = copy.deepcopy(config)
-    config["solver"]["params"].pop("pretrained", None)
-    return config
-
-
-def _image_shape(config: dict) -> tuple[int, ...]:
-    """The shape of one validation item, without reading the user's image folder when the config fixes it.
-
-    A run trained on a folder of images keeps only the folder's path; its patches' shape follows
-    from ``data.grey`` and ``data.patch_size``, so the run still loads after the folder moved.
-    """
-    d = config["data"]
-    if d["name"] == "image_folder" and d["patch_size"]:
-        size = d["patch_size"]
-        height, width = (size, size) if isinstance(size, int) else size
-        return (1 if d["grey"] else 3, int(height), int(width))
-    return tuple(build_dataset(config, "val")[0].shape)
-
-
-def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
-                weights: str = "best") -> tuple[torch.nn.Module, dict, Measurement, tuple]:
-    """Rebuild a trained solver from its run folder: returns (solver, config, measurement, image_shape).
-
-    ``weights="best"`` (default) loads the weights of the lowest validation loss
-    (``best.safetensors``), ``"last"`` the latest checkpoint (``model.safetensors``).
-    """
-    run_dir = Path(run_dir)
-    path = weights_file(run_dir, weights)
-    config = load_config(run_dir / CONFIG_FILE)
-    check_reconstruction_run(config, run_dir)
-    image_shape = _image_shape(config)
-    solver = build_solver(_without_initial_weights(config), image_shape)
-    load_model(solver, path)
-    return solver.to(device).eval(), config, Measurement(config, image_shape), image_shape
-
-
-__all__ = ["train", "load_solver", "weights_file", "BEST_FILE", "TrainingDiverged", "resolve_device", "measure", "sample_generators",
-           "batch_generator",
-           "DivergenceWarning", "validation_warning", "NotAReconstructionRun", "check_reconstruction_run"]
+__all__ = ["train", "TrainingDiverged", "resolve_device", "sample_generators", "batch_generator", "DivergenceWarning",
+           "validation_warning"]

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import OutputPathError, check_output_file
+from .. import shipped
 from ..checkpoint import atomic_write_text
-from .datasets import build_dataset
-from .loop import load_solver
-from .validate import EVAL_SEED, magnitude, score_dataset
 from ..operators.likelihood import back_projection
+from ..outputs import OutputPathError, check_output_file
+from ..train.datasets import build_dataset
+from ..train.validate import EVAL_SEED, magnitude, score_dataset
+from .load import load_solver
 
 METRICS = ("psnr", "ssim", "nmse")
 
@@ -21,9 +22,7 @@ def _stats(values: torch.Tensor) -> dict:
 
 
 def _is_shipped(run_dir: Path) -> bool:
-    from .. import pretrained
-
-    return pretrained.ROOT in run_dir.resolve().parents
+    return shipped.ROOT in run_dir.resolve().parents
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", steps: int | None = None, out: str | Path | None = None,

@@ -40,8 +40,9 @@ from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..outputs import check_output_file
 from ..operators.generator import component_config, Measurement
-from .loop import load_solver, resolve_device
-from .validate import magnitude
+from ..train.loop import resolve_device
+from ..train.validate import magnitude
+from .load import load_solver
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")  # .dcm: one 2D DICOM image (pydicom)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

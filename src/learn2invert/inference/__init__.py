@@ -1,0 +1,13 @@
+"""Inference with trained solvers: rebuild one from its run folder, score it, reconstruct files.
+
+- :mod:`.load`: :func:`load_solver` (run folder -> solver, config, measurement, image shape);
+- :mod:`.evaluate`: ``l2i eval``, metrics of a run on a data split (:func:`~.evaluate.evaluate_run`);
+- :mod:`.reconstruct`: ``l2i reconstruct``, a trained solver applied to your files
+  (:func:`~.reconstruct.reconstruct`).
+
+This package sits above ``train`` (it rebuilds solvers with the training config's builders) and
+below ``pretrained`` (whose models it loads like any run folder).
+"""
+from .load import load_solver
+
+__all__ = ["load_solver"]
