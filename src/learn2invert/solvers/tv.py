@@ -42,7 +42,7 @@ from .. import metrics
 from ..operators.base import LinearOperator, check_finite, check_measurements, compute_dtype
 from ..operators.fft import complex_abs
 from ..operators.gradient import FiniteDifference
-from ..operators.likelihood import normal, normal_norm_per_sample
+from ..operators.likelihood import normal_norm_per_sample
 from .base import Solver
 
 __all__ = ["total_variation", "tv_objective", "tv_prox", "tv_reconstruct", "choose_tv_weight", "TVSolver"]

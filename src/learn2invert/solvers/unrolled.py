@@ -25,7 +25,6 @@ networks train at 1e-5.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 

@@ -20,7 +20,6 @@ Its baseline DEQ4IP, the whole proximal-gradient step as one fixed point, is
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..deq import DEQFixedPoint, FixedPointSolver, sn_conv
