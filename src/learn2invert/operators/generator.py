@@ -184,7 +184,7 @@ class OperatorMixture(Measurement):
     """Several operators in one training (``operator.mixture``), each drawn with its weight.
 
     ``operator.per: batch``: every training batch is measured by one operator, drawn from a
-    generator seeded by ``(seed, epoch, batch index)`` (:func:`~learn2invert.train.loop.measure`),
+    generator seeded by ``(seed, epoch, batch index)`` (:func:`measure`),
     so all samples of a batch share the measurement shape and all processes of a data-parallel
     run draw the same operator. ``per: sample``: each sample draws its own operator from its own
     generator (seeded by ``(seed, epoch, index)``) before its physics; the batch's operators are

@@ -1,7 +1,7 @@
 """Build the trainable parts of an experiment from a resolved config: the solver, the optimiser and its schedule.
 
-The data and the measurements come from :mod:`.datasets` and :mod:`.physics`; every name a config
-can use is registered in :mod:`learn2invert.registry`.
+The data and the measurements come from :mod:`.datasets` and :mod:`learn2invert.operators.generator`;
+every name a config can use is registered in :mod:`learn2invert.registry`.
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ across processes: under ``torchrun`` each rank trains on its share of the global
 gradients, so N processes reach the weights one process reaches, up to float rounding.
 
 After every epoch rank 0 validates, then writes the weights and the training state (see
-:mod:`.checkpoint`: atomic, checksummed, the previous pair kept). Only rank 0 reads or writes the
-run folder; the other ranks get the config and the training state from it over the process group.
+:mod:`learn2invert.checkpoint`: atomic, checksummed, the previous pair kept). Only rank 0 reads or
+writes the run folder; the other ranks get the config and the training state from it over the
+process group.
 """
 from __future__ import annotations
 
