@@ -55,6 +55,13 @@ class CompiledOrEager:
     def __init__(self, module: torch.nn.Module) -> None:
         self.eager = module
         try:
+            import torch._inductor.config as inductor_config
+
+            # Inductor's conversion of convolutions to channels-last breaks the backward of
+            # replicate padding (a stride assertion in replication_pad2d_backward, torch 2.13, CPU):
+            # the MRI RIM failed in loss.backward(), outside the fallback below. Measured without
+            # it on tiny models: RIM, i-RIM, U-Net, ADMM-Net and LUSER compile and train.
+            inductor_config.layout_optimization = False
             self.compiled = torch.compile(module)
         except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
             self._give_up(err)
