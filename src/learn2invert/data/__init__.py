@@ -10,3 +10,14 @@ from .fastmri import FastMRIImages, FastMRISingleCoil, fastmri_crop_size, kspace
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles
 from .multicoil import MultiCoilSlices
+
+__all__ = [
+    # embedded, no download
+    "NaturalPatches", "TestImages", "load_image", "available_images", "IMAGE_NAMES", "TRAIN_IMAGES", "TEST_IMAGES",
+    "EllipsesDataset", "random_ellipses", "shepp_logan",
+    "BrainSlices", "BrainPatches3D", "BrainSliceMix", "load_mni152", "split_slice_indices", "smooth_phase",
+    # your own files
+    "ImageFolder", "DicomImages", "read_dicom", "NiftiSlices", "load_nifti", "save_nifti",
+    "FastMRIImages", "FastMRISingleCoil", "MultiCoilSlices", "kspace_to_magnitude", "fastmri_crop_size",
+    "parse_ismrmrd_header", "SkipBadFiles",
+]

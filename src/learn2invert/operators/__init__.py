@@ -22,3 +22,21 @@ from .superres import SuperResolution, bicubic_matlab, downscale_taps, upscale_m
 from .random_projection import RandomProjection
 from .ct import ParallelBeamCT
 from .nonlinear import BeerLambertCT, PhaseRetrieval
+
+__all__ = [
+    # the contract and its checks
+    "LinearOperator", "NonlinearOperator", "adjoint_mismatch",
+    # operators
+    "Denoising", "GaussianBlur", "Inpainting", "SuperResolution", "RandomProjection", "SingleCoilMRI", "MultiCoilMRI",
+    "ParallelBeamCT", "FiniteDifference", "PhaseRetrieval", "BeerLambertCT",
+    # their helpers
+    "masks", "gaussian_kernel", "centered_hole_mask", "bicubic_matlab", "simulated_coil_maps", "estimate_sensitivities",
+    "rss", "sense_combine", "sense_expand", "calibration_region",
+    # noise
+    "add_gaussian_noise", "quantize",
+    # the data term every solver uses
+    "data_gradient", "likelihood_gradient", "likelihood_of", "LIKELIHOODS", "NoGradientError", "back_projection",
+    "is_linear", "normal", "operator_norm_squared",
+    # complex images and centred FFTs
+    "complex_abs", "to_complex", "from_complex", "fft2c", "ifft2c", "fft3c", "ifft3c", "fftnc", "ifftnc",
+]
