@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A config is wrong; the message names the dotted key."""
 
 
-class UnknownName(ValueError):
+class UnknownName(ConfigError):
     """A name that is not in its registry; the message names the config key and the valid names."""
 
 
@@ -153,6 +153,7 @@ BENCHMARKS.register("operators", "learn2invert.bench.operator_speed:main", "forw
 BENCHMARKS.register("compare", "learn2invert.bench.compare:main", "trained runs vs zero-filled/adjoint, FBP and TV on the same test data")
 BENCHMARKS.register("precision", "learn2invert.bench.precision_speed:main", "training step time of a config in fp32 vs bf16 / fp16 autocast")
 BENCHMARKS.register("curves", "learn2invert.bench.curves:main", "validation PSNR against optimiser steps of trained runs (history.json)")
+
 
 def build(factory, params: dict, key: str, *args):
     """Call ``factory(*args, **params)`` from config values; a wrong keyword becomes a ConfigError naming the config key."""

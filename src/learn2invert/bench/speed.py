@@ -70,7 +70,8 @@ class _ConvLimit:
 
     def __call__(self) -> None:
         self.conv.zero_grad(set_to_none=True)
-        self.conv(self.x).backward(torch.ones(self.x.shape))
+        out = self.conv(self.x)
+        out.backward(torch.ones_like(out))
 
 
 def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> tuple[float, float]:
@@ -78,8 +79,8 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
     from ..pretrained import path as model_path
     from ..train.config import load_config
     from ..train.datasets import build_dataset
-    from ..operators.generator import Measurement
-    from ..train.loop import measure as simulate, sample_generators
+    from ..operators.generator import Measurement, measure as simulate
+    from ..train.loop import sample_generators
 
     config = load_config(config_path or model_path("mri_irim") / "config.yaml")
     data = build_dataset(config, "train")
@@ -140,7 +141,6 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
                 train_times[name].append(t)
                 infer_times[name].append(u)
         for w, limit in limits.items():
-            limit()
             t = _seconds(limit)
             if round_:
                 limit_times[w].append(t)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import operators
-from ..registry import OPERATORS, ConfigError, UnknownName, build
+from ..registry import OPERATORS, ConfigError, build
 from .multicoil import estimate_sensitivities, simulated_coil_maps
 from .per_sample import concat_operators
 from .random_projection import MatrixTooLarge, check_build_memory
@@ -56,11 +56,8 @@ class Measurement:
         name = self.cfg["name"]
         # "package.module:Class" names a user's operator class, built from operator.params.
         self.user_class = user_operator_class(name) if isinstance(name, str) and ":" in name else None
-        if self.user_class is None:
-            try:
-                OPERATORS.entry(name)
-            except UnknownName as err:
-                raise ConfigError(str(err)) from None
+        # The builder of a named operator (an unknown name: a ConfigError listing the valid ones).
+        self.builder = None if self.user_class is not None else OPERATORS.get(name)
         if name == "mri" and image_shape[0] != 2:
             raise ConfigError(f"operator.name=mri needs complex images with 2 channels, the data gives shape {image_shape}")
         if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
@@ -119,11 +116,10 @@ class Measurement:
             if "image_shape" in inspect.signature(self.user_class).parameters and "image_shape" not in params:
                 params["image_shape"] = self.image_shape
             return build(self.user_class, params, PARAMS_KEY)
-        return OPERATORS.get(self.name)(self, params, seed)
+        return self.builder(self, params, seed)
 
     def _batched_operator(self, batch: int, generator: torch.Generator) -> operators.LinearOperator:
-        return OPERATORS.get(self.name)(self, batch, generator)
-
+        return self.builder(self, batch, generator)
 
     @property
     def fft_dims(self) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 # ConfigError lives in the registry (below every layer); importing it from here keeps working.
-from ..registry import ConfigError, UnknownName, check_config_names
+from ..registry import ConfigError, check_config_names
 
 # None means "no default; any type allowed" (checked by the builder that uses it).
 DEFAULTS: dict[str, Any] = {
@@ -229,10 +229,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node[keys[-1]] = value
     config = _merge(DEFAULTS, user)
     _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
-    try:
-        check_config_names(config)
-    except UnknownName as err:
-        raise ConfigError(str(err)) from None
+    check_config_names(config)
     return config
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .. import data
-from ..registry import DATASETS, ConfigError, UnknownName, build
+from ..registry import DATASETS, ConfigError, build
 
 VALIDATION_SEED_OFFSET = 10_007  # validation crops/noise never coincide with training ones
 
@@ -18,10 +18,7 @@ VALIDATION_SEED_OFFSET = 10_007  # validation crops/noise never coincide with tr
 def build_dataset(config: dict, split: str) -> Dataset:
     """The dataset of ``split`` ("train", "val" or "test") named by ``config['data']``."""
     d = config["data"]
-    try:
-        builder = DATASETS.get(d["name"])
-    except UnknownName as err:
-        raise ConfigError(str(err)) from None
+    builder = DATASETS.get(d["name"])  # an unknown name: a ConfigError listing the valid ones
     seed = config["seed"] + (VALIDATION_SEED_OFFSET if split == "val" else 0)
     length = d["train_length"] if split == "train" else d["val_length"]
     return builder(config, dict(d["params"]), split, seed, length)

@@ -11,16 +11,8 @@ from typing import Any
 
 import torch
 
-from ..registry import OPTIMIZERS, SCHEDULES, SOLVERS, ConfigError, UnknownName, build
+from ..registry import OPTIMIZERS, SCHEDULES, SOLVERS, ConfigError, build
 from ..solvers.base import Solver
-
-
-def _lookup(registry, name: str):
-    """``registry.get(name)``, an unknown name raised as a ConfigError naming the config key."""
-    try:
-        return registry.get(name)
-    except UnknownName as err:
-        raise ConfigError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------------------- solver
@@ -29,7 +21,7 @@ def build_solver(config: dict, image_shape: tuple[int, ...]) -> torch.nn.Module:
     """The solver named by ``config['solver']`` for images of ``image_shape`` ((C, H, W) or (C, D, H, W))."""
     s = config["solver"]
     dims = {"channels": image_shape[0], "dims": len(image_shape) - 1}
-    return build(_lookup(SOLVERS, s["name"]), {**dims, **dict(s["params"])}, "solver.params")
+    return build(SOLVERS.get(s["name"]), {**dims, **dict(s["params"])}, "solver.params")
 
 
 def without_initial_weights(config: dict) -> dict:
@@ -66,24 +58,24 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 PER_STEP_SCHEDULES = ("warmup_cosine",)
 
 
-def constant_schedule(optimizer: torch.optim.Optimizer, config: dict, total_steps: int | None) -> None:
+# The schedules a config names (registry.SCHEDULES): ``builder(optimizer, params, train, total_steps)``
+# with ``params`` the keyword arguments of ``train.schedule`` and ``train`` the config's train section.
+
+def constant_schedule(optimizer: torch.optim.Optimizer, params: dict, train: dict, total_steps: int | None) -> None:
     return None
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, config: dict, total_steps: int | None):
-    params = {k: v for k, v in config["train"]["schedule"].items() if k != "name"}
-    return build(torch.optim.lr_scheduler.CosineAnnealingLR, {"T_max": max(1, config["train"]["epochs"]), **params},
+def cosine_schedule(optimizer: torch.optim.Optimizer, params: dict, train: dict, total_steps: int | None):
+    return build(torch.optim.lr_scheduler.CosineAnnealingLR, {"T_max": max(1, train["epochs"]), **params},
                  "train.schedule", optimizer)
 
 
-def step_schedule(optimizer: torch.optim.Optimizer, config: dict, total_steps: int | None):
-    params = {k: v for k, v in config["train"]["schedule"].items() if k != "name"}
+def step_schedule(optimizer: torch.optim.Optimizer, params: dict, train: dict, total_steps: int | None):
     return build(torch.optim.lr_scheduler.StepLR, params, "train.schedule", optimizer)
 
 
-def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, config: dict, total_steps: int | None):
-    params = {k: v for k, v in config["train"]["schedule"].items() if k != "name"}
-    total = total_steps or config["train"]["max_steps"]
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, params: dict, train: dict, total_steps: int | None):
+    total = total_steps or train["max_steps"]
     if not total:
         raise ConfigError("config key 'train.schedule': warmup_cosine needs train.max_steps (its length in steps)")
     return build(warmup_cosine, params, "train.schedule", optimizer, int(total))
@@ -97,9 +89,10 @@ def build_optimizer(config: dict, model: torch.nn.Module, total_steps: int | Non
     """
     t = config["train"]
     opt = dict(t["optimizer"])
-    optimizer_class = _lookup(OPTIMIZERS, opt.pop("name", "adam"))
+    optimizer_class = OPTIMIZERS.get(opt.pop("name", "adam"))
     # Solvers give their groups (unrolled step sizes train at their own rate); a density model has none.
     groups = model.parameter_groups(opt.get("lr", 1e-3)) if isinstance(model, Solver) else None
     optimizer = build(optimizer_class, opt, "train.optimizer", groups if groups else model.parameters())
-    schedule = _lookup(SCHEDULES, t["schedule"].get("name", "none"))
-    return optimizer, schedule(optimizer, config, total_steps)
+    params = dict(t["schedule"])
+    schedule = SCHEDULES.get(params.pop("name", "none"))
+    return optimizer, schedule(optimizer, params, t, total_steps)

@@ -26,20 +26,11 @@ def _comments() -> dict[str, str]:
         if stripped.startswith("#"):
             pending.append(stripped.lstrip("# "))
             continue
-        if stripped.startswith("}"):
-            path = path[:-1]
-            continue
         match = _KEY.match(line)
-        if not match:
-            continue
-        depth = len(match.group(1)) // 4 - 1
-        path = path[:depth] + [match.group(2)]
-        text = " ".join(pending + ([match.group(4)] if match.group(4) else []))
-        comments[".".join(path)] = text
-        pending = []
-        if match.group(3).endswith("{"):  # a section opens: its keys follow
-            continue
-        path = path[:-1]
+        if match:  # the indentation gives the key's depth: 4 spaces per level inside DEFAULTS
+            path = path[: len(match.group(1)) // 4 - 1] + [match.group(2)]
+            comments[".".join(path)] = " ".join(pending + ([match.group(4)] if match.group(4) else []))
+            pending = []
     return comments
 
 
