@@ -202,17 +202,11 @@ class OperatorMixture(Measurement):
         self.cfg = config["operator"]
         self.image_shape = tuple(image_shape)
         self.name, self.fixed, self.user_class = "mixture", None, None
-        self.per = self.cfg.get("per", "batch")
-        if self.per not in ("batch", "sample"):
-            raise ConfigError(f"config key 'operator.per' must be batch or sample, got {self.per!r}")
+        # per, labels and weights (> 0) were checked and filled in by load_config.
+        self.per = self.cfg["per"]
         entries = self.cfg["mixture"]
-        self.labels = [str(e.get("label", f"{e.get('name')}{i}")) for i, e in enumerate(entries)]
-        weights = []
-        for i, entry in enumerate(entries):
-            weight = entry.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
-                raise ConfigError(f"config key 'operator.mixture[{i}].weight' must be a positive number, got {weight!r}")
-            weights.append(float(weight))
+        self.labels = [str(e["label"]) for e in entries]
+        weights = [float(e["weight"]) for e in entries]
         self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)
         self._cumulative = torch.cumsum(self.weights, 0)
         self.components: list[Measurement] = []
