@@ -82,6 +82,22 @@ def test_simulate_png_with_random_projections_reports_scores(projection_run, tmp
     assert again["metrics"] == result["metrics"]  # the seed fixes the simulated noise
 
 
+@pytest.mark.parametrize("operator, params", [("phase_retrieval", "{oversampling: 2}"),
+                                               ("beer_lambert_ct", "{n_angles: 6, attenuation: 0.1}")])
+def test_simulate_with_a_nonlinear_operator_starts_from_its_a_dagger(tmp_path_factory, tmp_path, operator, params):
+    # A nonlinear operator has no adjoint: the first panel and the "adjoint" scores are its A_dagger(y).
+    run = _train(tmp_path_factory, operator, f"operator.name={operator}", f"operator.params={params}",
+                 "operator.noise_sigma=0.01")
+    clean = _write_png(tmp_path / "clean.png", 8, 8)
+    result = reconstruct(run, clean, tmp_path / "estimate.png", simulate=True, seed=1)
+    for name in ("adjoint", "estimate"):
+        assert math.isfinite(result["metrics"][name]["psnr"])
+    assert result["metrics"]["adjoint"] != result["metrics"]["estimate"]
+    assert (tmp_path / "estimate_side_by_side.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="does not measure images.*--simulate"):
+        reconstruct(run, clean, tmp_path / "out.png")
+
+
 def test_wrong_size_or_non_image_measurement_is_refused(projection_run, tmp_path):
     image = _write_png(tmp_path / "big.png", 12, 10)
     with pytest.raises(ValueError, match=r"\(1, 8, 8\).*\(1, 12, 10\)"):

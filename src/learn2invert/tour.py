@@ -1,9 +1,11 @@
 """The operator tour (`l2i tour`): every forward operator on embedded data, reconstructed by classical baselines.
 
 For each task it simulates noisy measurements of a held-out embedded image, reconstructs them
-with the adjoint (zero-filled MRI, filtered back-projection for CT) and with Tikhonov-regularised
-least squares (smoothness prior, weight chosen on a *different* validation image), and writes
-``report.md``, ``metrics.json`` and ``reconstructions.png`` into the output folder.
+with the adjoint (zero-filled MRI, filtered back-projection for CT; a nonlinear operator's
+``A_dagger(y)``) and with Tikhonov regularisation (smoothness prior, weight chosen on a
+*different* validation image: least squares by CG for linear operators, the operator's negative
+log-likelihood by accelerated gradient descent for nonlinear ones), and writes ``report.md``,
+``metrics.json`` and ``reconstructions.png`` into the output folder.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from .data import BrainSlices, load_image, shepp_logan
 from .data.phantoms import random_ellipses
 from .operators.fft import complex_abs
 from .outputs import check_output_folder
-from .solvers.classical import normal_operator_norm, tikhonov
+from .operators.likelihood import back_projection, is_linear, likelihood_of
+from .solvers.classical import nonlinear_tikhonov, normal_operator_norm, tikhonov
 
-# Regularisation weights, relative to ||A^T A||, tried on the validation image; the best one is
-# used on the test image.
+# Regularisation weights, relative to ||A^T A|| (a nonlinear operator's bound on ||J^T J||), tried
+# on the validation image; the best one is used on the test image.
 LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
@@ -34,7 +37,8 @@ class Task:
     """One inverse problem of the demo.
 
     ``make_operator(truth)`` builds the operator (image-size dependent), ``sigma`` is the noise
-    standard deviation in measurement units, ``adjoint_name`` labels the first baseline.
+    standard deviation in measurement units (Poisson operators: the count gain, see
+    :func:`~learn2invert.operators.add_poisson_noise`), ``adjoint_name`` labels the first baseline.
     """
 
     name: str
@@ -58,7 +62,19 @@ def _score(estimate: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
 
 def _measure(op: operators.LinearOperator, truth: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    if likelihood_of(op) == "poisson":
+        return operators.add_poisson_noise(op.A(truth), sigma, generator=g)
     return operators.add_gaussian_noise(op.A(truth), sigma, generator=g)
+
+
+def _tikhonov(op, y: torch.Tensor, lam: float) -> torch.Tensor:
+    """Smoothness-regularised reconstruction: CG least squares, or the nonlinear fit from ``A_dagger(y)``."""
+    return tikhonov(op, y, lam) if is_linear(op) else nonlinear_tikhonov(op, y, lam, iterations=100)
+
+
+def _scale(op, like: torch.Tensor) -> float:
+    """``||A^T A||`` by power iteration; a nonlinear operator's own bound ``norm_squared()`` on ``||J^T J||``."""
+    return normal_operator_norm(op, like) if is_linear(op) else float(op.norm_squared())
 
 
 def _build_tasks(size: int, seed: int) -> list[Task]:
@@ -81,6 +97,8 @@ def _build_tasks(size: int, seed: int) -> list[Task]:
     rp_val = torch.nn.functional.interpolate(crop("coins"), size=(small, small), mode="area")
     ct_angles = 60
     ct = operators.ParallelBeamCT(size, ct_angles)
+    # About 4 attenuation lengths across the image: enough photons behind the densest ray.
+    beer_lambert = operators.BeerLambertCT(size, ct_angles, attenuation=4.0 / size)
     return [
         Task("denoising (sigma=0.1)", crop("camera"), crop("coins"), lambda x: operators.Denoising(), 0.1),
         Task("deblurring (Gaussian 9x9, s=2)", crop("astronaut", grey=False), crop("coffee", grey=False),
@@ -95,6 +113,11 @@ def _build_tasks(size: int, seed: int) -> list[Task]:
              brain_val[len(brain_val) // 2][None], lambda x: operators.SingleCoilMRI(mri_mask), 0.002, "zero-filled"),
         Task(f"sparse-view CT ({ct_angles} angles)", shepp_logan(size)[None], random_ellipses(size, rng=seed + 1)[None],
              lambda x: ct, 0.5, "FBP", lambda op, y: op.fbp(y)),
+        # Nonlinear: no adjoint; the first baseline is the operator's A_dagger(y).
+        Task("phase retrieval (Fourier magnitude, 2x oversampled)", crop("camera"), crop("coins"),
+             lambda x: operators.PhaseRetrieval(2), 0.01, "zero-phase A_dagger(y)"),
+        Task(f"Beer-Lambert CT ({ct_angles} angles, Poisson)", shepp_logan(size)[None],
+             random_ellipses(size, rng=seed + 1)[None], lambda x: beer_lambert, 0.01, "log + FBP"),
     ]
 
 
@@ -102,9 +125,8 @@ def _choose_lambda(task: Task, seed: int) -> float:
     """Pick the Tikhonov weight with the best PSNR on the validation image (never the test image)."""
     op = task.make_operator(task.validation_image)
     y = _measure(op, task.validation_image, task.sigma, seed + 1)
-    scale = normal_operator_norm(op, task.validation_image)
-    grid = [rel * scale for rel in LAMBDA_GRID]
-    scores = [_score(tikhonov(op, y, lam), task.validation_image)["psnr"] for lam in grid]
+    grid = [rel * _scale(op, task.validation_image) for rel in LAMBDA_GRID]
+    scores = [_score(_tikhonov(op, y, lam), task.validation_image)["psnr"] for lam in grid]
     return grid[int(np.argmax(scores))]
 
 
@@ -141,9 +163,9 @@ def run_tour(out: str | Path, size: int = 128, seed: int = 0, show_progress: boo
         bar.set_postfix_str(task.name)  # the Tikhonov weight search of one task takes seconds
         op = task.make_operator(task.test_image)
         y = _measure(op, task.test_image, task.sigma, seed)
-        first = task.first_baseline(op, y) if task.first_baseline else op.A_adjoint(y)
+        first = task.first_baseline(op, y) if task.first_baseline else back_projection(op, y)
         lam = _choose_lambda(task, seed)
-        tik = tikhonov(op, y, lam)
+        tik = _tikhonov(op, y, lam)
         results[task.name] = {task.adjoint_name: _score(first, task.test_image), "tikhonov": _score(tik, task.test_image)}
         results[task.name]["tikhonov"]["lambda"] = lam
         rows.append((task, first, tik, lam))

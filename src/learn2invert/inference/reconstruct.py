@@ -38,6 +38,7 @@ from ..operators import MultiCoilMRI, SingleCoilMRI
 from ..operators.multicoil import estimate_sensitivities
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
+from ..operators.likelihood import back_projection, is_linear
 from ..outputs import check_output_file
 from ..operators.generator import component_config, Measurement
 from ..train.loop import resolve_device
@@ -210,9 +211,10 @@ def simulate_image(run: Run, path: Path, output: Path, seed: int) -> dict:
     """The image file is the truth ``x``: simulate ``y``, reconstruct, score adjoint and estimate."""
     x = _to_run_channels(_read_image(path, run), run)[None]  # (1, C, H, W)
     generator = torch.Generator().manual_seed(seed)
-    adjoint, estimate = _simulate_and_solve(run, _measurement(run, tuple(x.shape[1:])), x, generator)
+    adjoint, estimate, title = _simulate_and_solve(run, _measurement(run, tuple(x.shape[1:])), x, generator)
     _save_image(output, estimate[0])
-    side = _side_by_side(output, _comparison_panels(adjoint[0], estimate[0], x[0]), peak=float(magnitude(x).max()))
+    side = _side_by_side(output, _comparison_panels(adjoint[0], estimate[0], x[0], title),
+                         peak=float(magnitude(x).max()))
     data_range = run.config["data"]["data_range"]
     scores = {name: _scores(magnitude(img), magnitude(x), data_range)
               for name, img in (("adjoint", adjoint), ("estimate", estimate))}
@@ -242,14 +244,14 @@ def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, fr
     slices = _to_run_channels(volume / peak, run).movedim(axis + 1, 0)  # (N, C, h, w)
     measurement = _measurement(run, tuple(slices.shape[1:]))
     generator = torch.Generator().manual_seed(seed)
-    adjoints, estimates = zip(*(_simulate_and_solve(run, measurement, s[None], generator) for s in slices))
+    adjoints, estimates, titles = zip(*(_simulate_and_solve(run, measurement, s[None], generator) for s in slices))
     adjoint, estimate = torch.cat(adjoints), torch.cat(estimates)  # (N, C, h, w)
     if output.suffix.lower() == ".npy":
         np.save(output, (estimate * peak).numpy())  # raw (N, C, h, w) slices in the file's units
     else:
         save_nifti(output, (magnitude(estimate)[:, 0] * peak).movedim(0, axis), like=nifti)
     middle = len(slices) // 2
-    side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle]),
+    side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle], titles[0]),
                          peak=float(magnitude(slices[middle][None]).max()))
 
     def as_volume(t: torch.Tensor) -> torch.Tensor:  # (N, C, h, w) -> (1, 1, N, h, w) magnitude volume
@@ -427,10 +429,16 @@ def _measurement(run: Run, shape: tuple[int, ...]) -> Measurement:
 
 
 def _simulate_and_solve(run: Run, measurement: Measurement, x: torch.Tensor,
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Truth ``(1, C, H, W)`` -> (adjoint ``A^T y``, estimate), both ``(1, C, H, W)`` on the CPU."""
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Truth ``(1, C, H, W)`` -> (back-projection, estimate, the back-projection's panel title);
+    both images ``(1, C, H, W)`` on the CPU.
+
+    The back-projection is ``A^T y`` for a linear operator and the operator's ``A_dagger(y)`` for
+    a nonlinear one (phase retrieval, Beer-Lambert CT), which have no adjoint.
+    """
     y, operator, sigma = measurement(x.to(run.device), generator)
-    return operator.A_adjoint(y).cpu(), _solve(run, y, operator, sigma)
+    title = "adjoint A^T y" if is_linear(operator) else "A_dagger(y)"
+    return back_projection(operator, y).cpu(), _solve(run, y, operator, sigma), title
 
 
 @torch.no_grad()
@@ -507,11 +515,11 @@ def _save_image(path: Path, image: torch.Tensor) -> None:
     imsave(path, pixels[..., 0] if pixels.shape[-1] == 1 else pixels, check_contrast=False)
 
 
-def _comparison_panels(adjoint: torch.Tensor, estimate: torch.Tensor,
-                       truth: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """Adjoint / estimate / truth / |error| panels from ``(C, H, W)`` images."""
+def _comparison_panels(adjoint: torch.Tensor, estimate: torch.Tensor, truth: torch.Tensor,
+                       adjoint_title: str = "adjoint A^T y") -> list[tuple[str, torch.Tensor]]:
+    """Back-projection / estimate / truth / |error| panels from ``(C, H, W)`` images."""
     error = (magnitude(estimate[None]) - magnitude(truth[None]))[0].abs().mean(dim=0, keepdim=True)
-    return [("adjoint A^T y", adjoint), ("estimate", estimate), ("truth", truth), ("|estimate - truth|", error)]
+    return [(adjoint_title, adjoint), ("estimate", estimate), ("truth", truth), ("|estimate - truth|", error)]
 
 
 def side_by_side_path(output: Path) -> Path:

@@ -9,7 +9,7 @@ from .base import (LinearOperator, NonlinearOperator, adjoint_mismatch, check_fi
                    check_parameter_dtype, check_tensor)
 from .likelihood import (LIKELIHOODS, NoGradientError, back_projection, data_gradient, is_linear, likelihood_gradient,
                          likelihood_of, normal, operator_norm_squared)
-from .noise import add_gaussian_noise, quantize
+from .noise import add_gaussian_noise, add_poisson_noise, quantize
 from .gradient import FiniteDifference
 from .fft import complex_abs, fft2c, fft3c, fftnc, from_complex, ifft2c, ifft3c, ifftnc, to_complex
 from .mri import SingleCoilMRI
@@ -33,7 +33,7 @@ __all__ = [
     "masks", "gaussian_kernel", "centered_hole_mask", "bicubic_matlab", "simulated_coil_maps", "estimate_sensitivities",
     "rss", "sense_combine", "sense_expand", "calibration_region",
     # noise
-    "add_gaussian_noise", "quantize",
+    "add_gaussian_noise", "add_poisson_noise", "quantize",
     # the data term every solver uses
     "data_gradient", "likelihood_gradient", "likelihood_of", "LIKELIHOODS", "NoGradientError", "back_projection",
     "is_linear", "normal", "operator_norm_squared",

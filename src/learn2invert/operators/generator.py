@@ -137,12 +137,7 @@ class Measurement:
         sigma = _uniform(self.cfg["noise_sigma"], batch, generator).to(device=x.device, dtype=x.dtype)
         per_sample = sigma.reshape(batch, *([1] * (clean.dim() - 1)))
         if operators.likelihood_of(op) == "poisson":
-            # Counts of gain sigma^2 (1 / sigma^2 photons where A(x) = 1), so the noise has standard
-            # deviation sigma there, as the Gaussian model at the same setting.
-            gain = (per_sample * per_sample).clamp_min(torch.finfo(clean.dtype).tiny)
-            rate = torch.where(per_sample > 0, clean.clamp_min(0) / gain, 0.0).detach().cpu()  # sigma 0: no noise
-            counts = torch.poisson(rate, generator=generator).to(clean.device, clean.dtype)
-            y = torch.where(per_sample > 0, counts * gain, clean)
+            y = operators.add_poisson_noise(clean, per_sample, generator)
         else:
             noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
             y = clean + per_sample * noise

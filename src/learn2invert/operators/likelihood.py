@@ -56,6 +56,21 @@ def _residual(ax: torch.Tensor, y: torch.Tensor, likelihood: str) -> torch.Tenso
     return y / ax.clamp_min(torch.finfo(ax.dtype).tiny) - 1.0
 
 
+def negative_log_likelihood(operator, x: torch.Tensor, y: torch.Tensor, likelihood: str | None = None) -> torch.Tensor:
+    """Per-sample ``NLL(y | A(x))`` up to constants, shape ``(B,)``, undivided by the noise variance.
+
+    Gaussian: ``0.5 ||y - A(x)||^2``; Poisson: ``sum(A(x) - y log A(x))``. Its gradient is
+    ``-data_gradient(operator, x, y)`` (the same noise model, the same floor on ``A(x)``).
+    """
+    ax = operator.A(x)
+    _check_shapes(ax, y, None)
+    if likelihood_of(operator, likelihood) == "gaussian":
+        value = 0.5 * (y - ax).pow(2)
+    else:
+        value = ax - y * torch.log(ax.clamp_min(torch.finfo(ax.dtype).tiny))
+    return value.flatten(1).sum(dim=1)
+
+
 def _vector_jacobian(operator):
     """``(x, v) -> J(x)^T v`` from the operator's own methods, or None where only autograd can give it."""
     vjp = getattr(operator, "A_vjp", None)
@@ -240,4 +255,4 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
 
 
 __all__ = ["LIKELIHOODS", "NoGradientError", "back_projection", "data_gradient", "is_linear", "likelihood_gradient",
-           "likelihood_of", "normal", "normal_norm_per_sample", "operator_norm_squared"]
+           "likelihood_of", "negative_log_likelihood", "normal", "normal_norm_per_sample", "operator_norm_squared"]

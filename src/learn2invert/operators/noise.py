@@ -1,4 +1,5 @@
-"""Measurement noise: additive white Gaussian noise with known sigma and 8-bit quantisation.
+"""Measurement noise: additive white Gaussian noise with known sigma, Poisson photon counts and
+8-bit quantisation.
 
 The RIM paper (Table 2) adds noise first and then quantises to 8 bits, as Schmidt et al. (2016).
 """
@@ -18,6 +19,25 @@ def add_gaussian_noise(y: torch.Tensor, sigma: float | torch.Tensor, generator: 
         raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
     noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
     return y + sigma_t * noise
+
+
+def add_poisson_noise(clean: torch.Tensor, sigma: float | torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Photon counts of gain ``sigma^2``: ``y = sigma^2 * Poisson(clean / sigma^2)``, in the units of ``clean``.
+
+    ``1 / sigma^2`` photons where ``clean = 1`` (an unattenuated ray of Beer-Lambert CT), so the
+    noise has standard deviation ``sigma`` there, as the Gaussian model at the same setting.
+    ``sigma`` is a float or a tensor broadcastable to ``clean`` (e.g. ``(B, 1, 1, 1)``); where it
+    is 0 the result is ``clean`` itself. Negative intensities count as 0. The counts are drawn on
+    the CPU (``torch.poisson`` takes a CPU generator) and moved back to ``clean``'s device.
+    """
+    sigma_t = torch.as_tensor(sigma, dtype=clean.dtype, device=clean.device)
+    if torch.any(sigma_t < 0) or not torch.all(torch.isfinite(sigma_t)):
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
+    gain = (sigma_t * sigma_t).clamp_min(torch.finfo(clean.dtype).tiny)
+    rate = torch.where(sigma_t > 0, clean.clamp_min(0) / gain, 0.0).detach().cpu()
+    counts = torch.poisson(rate, generator=generator).to(clean.device, clean.dtype)
+    return torch.where(sigma_t > 0, counts * gain, clean)
 
 
 def quantize(x: torch.Tensor, bits: int = 8, data_range: float = 1.0) -> torch.Tensor:

@@ -4,6 +4,8 @@
 - :func:`tikhonov`: ``argmin_x ||A x - y||^2 + lam ||R x||^2`` with ``R`` = identity or the
   finite-difference gradient, solved by CG on the normal equations. It works for any
   :class:`~learn2invert.operators.LinearOperator`.
+- :func:`nonlinear_tikhonov`: the same smoothness prior for a nonlinear forward model,
+  ``argmin_x NLL(y | A(x)) + lam/2 ||D x||^2`` by accelerated gradient descent.
 - :class:`Adjoint` and :class:`TikhonovSolver`: the same baselines with the solver call
   ``solver(y, operator, x0=None, steps=None, sigma=None) -> [x]`` of :class:`~learn2invert.solvers.base.Solver`.
 """
@@ -16,7 +18,7 @@ import torch
 
 from ..operators.base import LinearOperator, check_finite, check_measurements, check_tensor, compute_dtype
 from ..operators.gradient import FiniteDifference
-from ..operators.likelihood import normal
+from ..operators.likelihood import back_projection, data_gradient, negative_log_likelihood, normal
 from .base import Solver
 
 
@@ -156,6 +158,75 @@ def tikhonov(
 
     x = conjugate_gradient(regularised, rhs, x0=rhs if x0 is None else x0, iterations=iterations, tolerance=tolerance)
     return x.to(dtype)
+
+
+def nonlinear_tikhonov(operator, y: torch.Tensor, lam: float, x0: torch.Tensor | None = None,
+                       iterations: int = 200) -> torch.Tensor:
+    """Smoothness-regularised fit of a nonlinear model: ``argmin_x NLL(y | A(x)) + lam/2 ||D x||^2``.
+
+    ``NLL`` is the operator's noise model (:func:`~learn2invert.operators.likelihood.negative_log_likelihood`:
+    Gaussian least squares, or Poisson for photon counts as in Beer-Lambert CT) and ``D`` the
+    finite-difference gradient. The problem is non-convex (phase retrieval), so the result
+    depends on the start: default the operator's ``A_dagger(y)``. Solved by Nesterov-accelerated
+    gradient descent with a backtracking (Armijo) step and a restart whenever the objective
+    rises, so every iterate is at least as good as the last; gradients come from
+    :func:`~learn2invert.operators.likelihood.data_gradient` (the operator's own vector-Jacobian
+    product, else autograd). With a linear operator and Gaussian noise it is half of
+    :func:`tikhonov`'s objective, so it has the same minimiser for the same ``lam`` (found more slowly).
+
+    Args:
+        operator: anything with ``A(x)`` that :func:`data_gradient` can differentiate.
+        y: measurements ``(B, ...)`` in the units of ``A(x)``.
+        lam: weight of the smoothness term (>= 0), in the units of the NLL (undivided by sigma^2).
+        x0: start ``(B, C, H, W)``; default ``A_dagger(y)`` (``A^T y`` for a linear operator).
+        iterations: gradient steps.
+
+    Returns:
+        The estimate, shape of ``x0``, without autograd history.
+    """
+    lam = float(lam)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"nonlinear_tikhonov: lam must be a finite number >= 0, got {lam!r}")
+    check_measurements(y, "nonlinear_tikhonov")
+    grad_op = FiniteDifference()
+
+    def objective(x: torch.Tensor) -> torch.Tensor:  # per sample, (B,)
+        d = grad_op.A(x)
+        return negative_log_likelihood(operator, x, y) + 0.5 * lam * d.pow(2).flatten(1).sum(dim=1)
+
+    def gradient(x: torch.Tensor) -> torch.Tensor:
+        return -data_gradient(operator, x, y, owner="nonlinear_tikhonov") + lam * grad_op.A_adjoint(grad_op.A(x))
+
+    def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+    with torch.no_grad():
+        x = (back_projection(operator, y) if x0 is None else x0).detach().clone()
+        check_finite(x, "x0", "nonlinear_tikhonov")
+        f_x = objective(x)
+        z = x.clone()
+        momentum = torch.ones_like(f_x)  # Nesterov's t_k, per sample
+        step = torch.ones_like(f_x)  # step size per sample, found by backtracking
+        for _ in range(iterations):
+            f_z, g_z = objective(z), gradient(z)
+            g2 = g_z.pow(2).flatten(1).sum(dim=1)
+            while True:  # Armijo: halve the step of each sample whose objective did not fall enough
+                candidate = z - per_sample(step, z) * g_z
+                f_c = objective(candidate)
+                short = ~(f_c <= f_z - 0.5 * step * g2) & (step > 1e-12)
+                if not bool(short.any()):
+                    break
+                step = torch.where(short, 0.5 * step, step)
+            # A sample whose objective rose keeps its last iterate and restarts without momentum.
+            rises = f_c > f_x
+            next_momentum = (1 + torch.sqrt(1 + 4 * momentum**2)) / 2
+            extrapolated = candidate + per_sample((momentum - 1) / next_momentum, z) * (candidate - x)
+            x = torch.where(per_sample(rises, x), x, candidate)
+            f_x = torch.where(rises, f_x, f_c)
+            z = torch.where(per_sample(rises, z), x, extrapolated)
+            momentum = torch.where(rises, torch.ones_like(momentum), next_momentum)
+            step = 1.5 * step  # let the step grow again after a backtrack
+    return x
 
 
 class Adjoint(Solver):
