@@ -25,12 +25,12 @@ solver call are methods with defaults that do nothing special:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.prox.base import inverse_softplus
 from ..operators.base import check_finite, check_measurements, check_parameter_dtype
 from ..operators.likelihood import back_projection, data_gradient
 
@@ -154,7 +154,7 @@ class Solver(nn.Module):
         if not eps_init > 0:
             raise ValueError(f"eps_init must be > 0, got {eps_init}")
         # phi = softplus^-1(eps_init), so that eps starts at eps_init.
-        self.phi = nn.Parameter(torch.tensor(math.log(math.expm1(eps_init))))
+        self.phi = nn.Parameter(torch.tensor(inverse_softplus(float(eps_init))))
 
     @property
     def eps(self) -> torch.Tensor:
