@@ -25,7 +25,6 @@ solver call are methods with defaults that do nothing special:
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
