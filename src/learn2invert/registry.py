@@ -111,7 +111,8 @@ DATASETS.register("image_folder", "learn2invert.train.datasets:image_folder", "y
 DATASETS.register("dicom", "learn2invert.train.datasets:dicom", "DICOM images (data.root; pydicom:NAME for pydicom's test files)")
 DATASETS.register("nifti", "learn2invert.train.datasets:nifti", "slices of a NIfTI volume (data.root)")
 DATASETS.register("fastmri", "learn2invert.train.datasets:fastmri",
-                  "fastMRI HDF5 files, single-coil or multi-coil (data.params.train_root/val_root/test_root)")
+                  "fastMRI HDF5 files, single-coil or multi-coil (data.params.train_root/val_root/test_root; "
+                  "data.params.own_coils: multi-coil files' own coil k-space, undersampled, instead of simulated)")
 
 OPERATORS = Registry("operator", "operator.name", hint="or name your own class as package.module:Class")
 OPERATORS.register("denoising", "learn2invert.operators.generator:denoising", "identity: y = x + noise")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.items import item_shape, split_item
 from ..outputs import OutputPathError, check_output_file
 from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.datasets import build_dataset
@@ -87,10 +88,11 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
     dataset = build_dataset(config, split)
     if samples is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(samples, len(dataset))))
-    measurement = Measurement(config, tuple(dataset[0].shape))
+    measurement = Measurement(config, item_shape(dataset[0]))
     generator = torch.Generator().manual_seed(seed)
-    for x in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        y, op, sigma = measurement(x, generator)
+    for item in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x, kspace = split_item(item)  # kspace: the items' own coil k-space (data.params.own_coils), else None
+        y, op, sigma = measurement(x, generator) if kspace is None else measurement(x, generator, kspace=kspace)
         yield x, y, op, sigma
 
 

@@ -20,7 +20,9 @@ root-sum-of-squares of the coil images, cropped; everything else as above.
 
 :class:`FastMRISingleCoil` gives the stored k-space slice by slice (what ``l2i reconstruct``
 reads); :class:`FastMRIImages` gives fully sampled files as ground-truth complex images for
-training with simulated (retrospective) masks (``data.name: fastmri`` in a training config).
+training with simulated (retrospective) masks (``data.name: fastmri`` in a training config),
+with ``own_coils`` together with each multi-coil slice's own coil k-space, which training
+undersamples instead of simulating measurements (``data.params.own_coils``).
 
 Images are cropped like fastMRI's data transforms: to the target's size when there is one, else
 to the header's recon ``(x, y)`` as ``(rows, cols)``, and never wider than the image (some brain
@@ -40,6 +42,10 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ..operators.multicoil import ACS_FRACTION
+from ..registry import ConfigError
+from .items import measured_item
 
 __all__ = [
     "parse_ismrmrd_header",
@@ -156,6 +162,13 @@ def _ifft2c(kspace: torch.Tensor) -> torch.Tensor:
     dims = (-2, -1)
     shifted = torch.fft.ifftshift(kspace, dim=dims)
     return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=dims, norm="ortho"), dim=dims)
+
+
+def _fft2c(image: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal forward 2D FFT over the last two dims of a complex tensor (inverse of :func:`_ifft2c`)."""
+    dims = (-2, -1)
+    shifted = torch.fft.ifftshift(image, dim=dims)
+    return torch.fft.fftshift(torch.fft.fftn(shifted, dim=dims, norm="ortho"), dim=dims)
 
 
 def kspace_to_magnitude(kspace: torch.Tensor, crop_size: Sequence[int]) -> torch.Tensor:
@@ -285,6 +298,22 @@ class FastMRIImages(Dataset):
     whose phase is the object's minus its low-resolution phase; training on it simulates
     single-coil k-space of the coil-combined image.
 
+    With ``own_coils`` (multi-coil files only) an item carries the slice's own coil data, to be
+    undersampled instead of simulated: the dict ``{"image": (2, h, w), "kspace": (2, C, h, w)}``
+    (:func:`~learn2invert.data.items.measured_item`, made by :meth:`coil_item`). ``kspace`` is the
+    centred orthonormal FFT of the cropped coil images divided by the peak: the fully sampled
+    k-space of the crop, with the scanner's coil sensitivities and noise. ``image`` combines the
+    cropped coil images with maps estimated from the centred ``acs_fraction`` of the *crop's*
+    columns (rounded down to an odd count), the block from which the training measurement
+    (:class:`~learn2invert.operators.generator.Measurement`) estimates the solver's maps out of
+    the masked k-space; so ``A^T`` of the fully sampled ``kspace`` is ``image`` to float32
+    rounding, and the target is one the solver's operator can reach (maps estimated from other
+    columns give a phase and magnitude of their own: on synthetic files, NMSE 1e-3 to 5e-3
+    between the two combinations). This image is therefore close to, not equal to, the item
+    without ``own_coils``. Files with fewer coils than the dataset's most are padded with all-zero
+    coils, so that items batch: a zero coil measures nothing, its estimated map is 0, and it adds
+    nothing to the SENSE model.
+
     Attributes:
         files: the readable files, in order; ``metadata``: what :func:`_inspect_file` found.
         volume_ids: for each item, the index of its file (volume) in ``files``.
@@ -296,13 +325,18 @@ class FastMRIImages(Dataset):
             of a dataset must share one shape to be batched.
         coils: ``"any"``, ``"single"`` or ``"multi"``: which k-space layouts to accept.
         acs_fraction: multi-coil files: the fraction of central columns the coil sensitivities
-            are estimated from.
+            are estimated from (of the file's columns; with ``own_coils``, of the crop's).
         max_items: keep this many slices, evenly spaced over all volumes (validation subsets);
             ``None`` keeps all.
         skip_bad_files: leave out files that fail the checks (warning with the path) instead of
             raising.
+        own_coils: items carry the slice's own coil k-space (see above); needs multi-coil files.
+
+    Attributes (``own_coils``):
+        coils: the number of coils ``C`` of every item (the most of any file).
 
     Raises:
+        ConfigError: ``own_coils`` with ``coils="single"`` or with a single-coil file (naming it).
         ValueError: naming the file and key, for anything :class:`FastMRISingleCoil` refuses, a
             file with a ``mask`` (test split: its k-space is undersampled, it holds no ground
             truth), and (naming both) crops of different shapes without ``crop``; when an item
@@ -314,12 +348,19 @@ class FastMRIImages(Dataset):
         root_or_files: str | os.PathLike | Sequence[str | os.PathLike],
         crop: Sequence[int] | None = None,
         coils: str = "any",
-        acs_fraction: float = 0.08,
+        acs_fraction: float = ACS_FRACTION,
         max_items: int | None = None,
         skip_bad_files: bool = False,
+        own_coils: bool = False,
     ) -> None:
         if coils not in ("any", "single", "multi"):
             raise ValueError(f"coils must be 'any', 'single' or 'multi', got {coils!r}")
+        if not isinstance(own_coils, bool):
+            raise ConfigError(f"config key 'data.params.own_coils' must be true or false, got {own_coils!r}")
+        if own_coils and coils == "single":
+            raise ConfigError("config keys 'data.params.own_coils' and 'data.params.coils': own_coils trains on the "
+                              "files' own coil k-space, which single-coil files do not have; leave coils out (or multi)")
+        self.own_coils = own_coils
         if not 0 < float(acs_fraction) <= 1:
             raise ValueError(f"acs_fraction must be in (0, 1], got {acs_fraction!r}")
         if crop is not None:
@@ -341,6 +382,14 @@ class FastMRIImages(Dataset):
         self.files, self.metadata, self.skipped = _inspect_files(files, inspect, skip_bad_files)
         if not self.files:
             raise ValueError(f"none of the {len(files)} HDF5 files could be read; first problem: {self.skipped[0][1]}")
+        if own_coils:
+            # A wrong kind of file is a config mistake, not a damaged file: never skipped.
+            single = [path for path, meta in zip(self.files, self.metadata) if not meta["multicoil"]]
+            if single:
+                raise ConfigError(f"config key 'data.params.own_coils': trains on the files' own coil k-space, but "
+                                  f"{single[0]} is single-coil (kspace (slices, H, W)){f' (and {len(single) - 1} more)' if len(single) > 1 else ''}; "
+                                  "use multi-coil files (multicoil_train / multicoil_val) or leave own_coils out")
+        self.coils = max(meta["coils"] for meta in self.metadata)
         shapes = {m["crop"] for m in self.metadata}
         if len(shapes) > 1:
             first = {shape: self.files[[m["crop"] for m in self.metadata].index(shape)] for shape in shapes}
@@ -366,14 +415,14 @@ class FastMRIImages(Dataset):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(2, h, w)`` of every item."""
+        """``(2, h, w)`` of every item's image."""
         return (2, *self.metadata[0]["crop"])
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def _read(self, f_idx: int, s: int) -> torch.Tensor:
-        """Unscaled cropped complex image ``(2, h, w)`` float32 of slice ``s`` of file ``f_idx``."""
+    def _read_kspace(self, f_idx: int, s: int) -> torch.Tensor:
+        """Complex64 k-space ``([C,] H, W)`` of slice ``s`` of file ``f_idx``, checked finite and fully sampled."""
         path, meta = self.files[f_idx], self.metadata[f_idx]
         try:
             with h5py.File(path, "r") as hf:
@@ -393,6 +442,12 @@ class FastMRIImages(Dataset):
             raise ValueError(f"{path}: 'kspace' slice {s} is not fully sampled ({int(sampled.sum())} of the {right - left} "
                              "acquired columns hold data), so it holds no ground truth; undersampled files belong to the "
                              "test split (l2i reconstruct)")
+        return k
+
+    def _read(self, f_idx: int, s: int) -> torch.Tensor:
+        """Unscaled cropped complex image ``(2, h, w)`` float32 of slice ``s`` of file ``f_idx``."""
+        meta = self.metadata[f_idx]
+        k = self._read_kspace(f_idx, s)
         if meta["multicoil"]:
             from ..operators.multicoil import estimate_sensitivities, sense_combine
 
@@ -405,6 +460,44 @@ class FastMRIImages(Dataset):
             image = _ifft2c(k)
             image = torch.stack([image.real, image.imag])
         return center_crop(image, meta["crop"]).to(torch.float32).contiguous()
+
+    def coil_item(self, index: int) -> dict[str, torch.Tensor]:
+        """Item ``index`` with its own coil data (multi-coil files; ``own_coils`` not required).
+
+        The slice's coil images are centre-cropped, and everything is made from the crop, so that
+        the truth is exactly what the SENSE operator of training gives back at full sampling:
+
+        - ``"kspace"`` ``(2, C, h, w)``: centred orthonormal FFT of the cropped coil images, zero
+          coils appended up to :attr:`coils`;
+        - ``"maps"`` ``(2, C, h, w)``: sensitivities estimated from the centred
+          :func:`~learn2invert.operators.multicoil.centred_acs_columns` ``(w, acs_fraction)``
+          columns of ``kspace`` (unitless, ``sum_c |S_c|^2 = 1`` on the object, 0 off it), the
+          same block and estimate :class:`~learn2invert.operators.generator.Measurement` gives
+          the solver from the measured k-space;
+        - ``"image"`` ``(2, h, w)``: the coil images combined with ``maps`` (SENSE /
+          matched filter); its magnitude is close to the RSS target over ``max``.
+
+        ``image`` and ``kspace`` are float32 and divided by the volume's peak (:meth:`peak`).
+        """
+        from ..operators.multicoil import centred_acs_columns, estimate_sensitivities, sense_combine
+
+        f_idx, s = self.examples[index]
+        meta, path = self.metadata[f_idx], self.files[f_idx]
+        if not meta["multicoil"]:
+            raise ValueError(f"{path}: single-coil file, it has no coil data (coil_item needs multi-coil files)")
+        crop = meta["crop"]
+        coils = center_crop(_ifft2c(self._read_kspace(f_idx, s)), crop)  # (C, h, w) complex64
+        kspace = _fft2c(coils)  # the crop's fully sampled k-space
+        kspace = torch.stack([kspace.real, kspace.imag]).to(torch.float32)
+        maps = estimate_sensitivities(kspace[None], acs=centred_acs_columns(crop[1], self.acs_fraction))
+        image = sense_combine(torch.stack([coils.real, coils.imag])[None], maps)[0].to(torch.float32)
+        maps = maps[0].to(torch.float32)
+        missing = self.coils - kspace.shape[1]
+        if missing:
+            kspace = torch.cat([kspace, kspace.new_zeros((2, missing, *crop))], dim=1)
+            maps = torch.cat([maps, maps.new_zeros((2, missing, *crop))], dim=1)
+        peak = self.peak(f_idx)
+        return {"image": (image / peak).contiguous(), "kspace": (kspace / peak).contiguous(), "maps": maps.contiguous()}
 
     def peak(self, f_idx: int) -> float:
         """The scale of volume ``f_idx``: the ``max`` attribute, the target's max, or the max of
@@ -424,7 +517,10 @@ class FastMRIImages(Dataset):
             self._peaks[f_idx] = float(value)
         return self._peaks[f_idx]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.own_coils:
+            item = self.coil_item(index)
+            return measured_item(item["image"], item["kspace"])
         f_idx, s = self.examples[index]
         return self._read(f_idx, s) / self.peak(f_idx)
 

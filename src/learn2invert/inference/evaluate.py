@@ -8,6 +8,7 @@ import torch
 
 from .. import shipped
 from ..checkpoint import atomic_write_text
+from ..data.items import split_item, stack_items
 from ..operators.likelihood import back_projection
 from ..outputs import OutputPathError, check_output_file
 from ..train.datasets import build_dataset
@@ -145,8 +146,9 @@ def _figures(solver, dataset, measurement, result: dict, stem: Path, steps: int 
     import matplotlib.pyplot as plt
 
     n = min(n_show, len(dataset))
-    x = torch.stack([dataset[i] for i in range(n)])
-    y, op, sigma = measurement(x, torch.Generator().manual_seed(EVAL_SEED))
+    x, kspace = split_item(stack_items([dataset[i] for i in range(n)]))
+    own = {} if kspace is None else {"kspace": kspace}  # the items' own coil k-space (data.params.own_coils)
+    y, op, sigma = measurement(x, torch.Generator().manual_seed(EVAL_SEED), **own)
     estimate = solver(y, op, sigma=sigma, steps=steps)[-1]
     adjoint = back_projection(op, y)  # A^T y; A_dagger(y) for nonlinear operators
     columns = [("adjoint A^T y", adjoint), ("estimate", estimate), ("truth", x)]

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CONFIG_FILE, load_model, weights_file
+from ..data.items import item_shape
 from ..operators.generator import Measurement
 from ..train.config import load_config
 from ..train.datasets import build_dataset
@@ -43,7 +44,7 @@ def _image_shape(config: dict) -> tuple[int, ...]:
         size = d["patch_size"]
         height, width = (size, size) if isinstance(size, int) else size
         return (1 if d["grey"] else 3, int(height), int(width))
-    return tuple(build_dataset(config, "val")[0].shape)
+    return item_shape(build_dataset(config, "val")[0])
 
 
 def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",

@@ -23,7 +23,7 @@ import torch
 
 from .. import operators
 from ..registry import OPERATORS, ConfigError, build
-from .multicoil import estimate_sensitivities, simulated_coil_maps
+from .multicoil import ACS_FRACTION, centred_acs_columns, estimate_sensitivities, simulated_coil_maps
 from .per_sample import concat_operators
 from .random_projection import MatrixTooLarge, check_build_memory
 
@@ -39,9 +39,16 @@ def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:
 class Measurement:
     """Simulates ``y = A x + n`` for a batch, drawing per-sample physics where the config asks.
 
+    With ``data.params.own_coils`` (fastMRI multi-coil files, items that carry their own fully
+    sampled coil k-space, see :mod:`learn2invert.data.items`) nothing is simulated from the image:
+    the k-space is undersampled retrospectively, ``y = M k`` (plus ``operator.noise_sigma`` of extra
+    Gaussian noise on the sampled entries), with a mask drawn as for simulated MRI, and the
+    operator is :class:`~learn2invert.operators.MultiCoilMRI` with coil maps estimated from the
+    measured centre columns of ``y``, i.e. from what was measured (:meth:`measure_own_kspace`).
+
     Args:
-        config: the resolved config (its ``operator`` section is used).
-        image_shape: ``(C, H, W)`` or ``(C, D, H, W)`` of one ground-truth item.
+        config: the resolved config (its ``operator`` section is used, and ``data.params.own_coils``).
+        image_shape: ``(C, H, W)`` or ``(C, D, H, W)`` of one ground-truth item (its image).
     """
 
     def __new__(cls, config: dict, image_shape: tuple[int, ...]):
@@ -62,6 +69,13 @@ class Measurement:
             raise ConfigError(f"operator.name=mri needs complex images with 2 channels, the data gives shape {image_shape}")
         if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
             raise ConfigError(f"config key 'operator.mask' must be random, equispaced or gaussian for MRI, got {self.cfg['mask']!r}")
+        # Items carry their own coil k-space (data.params.own_coils): undersampled, not simulated.
+        data_params = config.get("data", {}).get("params", {})
+        self.own_coils = bool(data_params.get("own_coils", False))
+        if self.own_coils:
+            self._check_own_coils(name)
+            # The solver's maps come from the same centre block as the truth's (FastMRIImages.coil_item).
+            self.acs_fraction = float(data_params.get("acs_fraction", ACS_FRACTION))
         if name == "mri":
             self._check_coil_params(dict(self.cfg["params"]))
         self.name = name
@@ -99,6 +113,23 @@ class Measurement:
             raise ConfigError(f"config key 'operator.params': {', '.join(sorted(set(params) & set(self.MRI_COIL_PARAMS[1:])))} "
                               "need operator.params.coils (the number of coils)")
 
+    def _check_own_coils(self, name) -> None:
+        """``data.params.own_coils`` measures the files' coil k-space with estimated maps: it needs
+        MRI and excludes the analytic coil simulation (``operator.params.coils`` and its keys)."""
+        key = "config key 'data.params.own_coils'"
+        if name != "mri":
+            raise ConfigError(f"{key}: the files' own coil k-space is measured by multi-coil MRI; it needs "
+                              f"operator.name: mri, got {name!r}")
+        analytic = sorted(set(self.cfg["params"]) & set(self.MRI_COIL_PARAMS))
+        if analytic:
+            raise ConfigError(f"config keys 'data.params.own_coils' and 'operator.params.{analytic[0]}': own_coils "
+                              "measures with the files' own coils and maps estimated from the measured calibration "
+                              f"region; the analytic coil simulation ({', '.join('operator.params.' + k for k in analytic)}) "
+                              "does not apply: leave it out")
+        if self.cfg["quantize"]:
+            raise ConfigError(f"{key}: operator.quantize (8-bit rounding of y on [0, 1]) does not apply to measured "
+                              "k-space; set it to false")
+
     def _check_gradient(self, op) -> None:
         """Take the data-consistency gradient once on a random image, so that an operator offering
         no way to take it fails here, naming its class, rather than at the first training step."""
@@ -127,8 +158,18 @@ class Measurement:
         value = self.cfg["params"].get("fft_dims")
         return None if value is None else int(value)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, operators.LinearOperator, torch.Tensor]:
-        """x: (B, *image_shape) -> (y, operator, sigma) with sigma of shape (B, 1, ..., 1)."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator,
+                 kspace: torch.Tensor | None = None) -> tuple[torch.Tensor, operators.LinearOperator, torch.Tensor]:
+        """x: (B, *image_shape) -> (y, operator, sigma) with sigma of shape (B, 1, ..., 1).
+
+        ``kspace``: the items' own fully sampled coil k-space ``(B, 2, C, H, W)``, required with
+        ``data.params.own_coils`` (:meth:`measure_own_kspace`) and refused otherwise.
+        """
+        if self.own_coils:
+            return self.measure_own_kspace(x, kspace, generator)
+        if kspace is not None:
+            raise ValueError("Measurement: items carry their own k-space, but the config simulates measurements "
+                             "from the image; set data.params.own_coils: true to undersample the items' k-space")
         batch = x.shape[0]
         op = self.fixed if self.fixed is not None else self._batched_operator(batch, generator)
         if isinstance(op, torch.nn.Module):  # a user's operator need not be a module
@@ -149,6 +190,57 @@ class Measurement:
         # Returned with the image's rank so it divides the image-shaped likelihood gradient; the
         # solver needs a positive sigma even for noise-free data.
         return y, op, sigma.reshape(batch, *([1] * (x.dim() - 1))).clamp_min(1e-3)
+
+    def measure_own_kspace(self, x: torch.Tensor, kspace: torch.Tensor | None,
+                           generator: torch.Generator) -> tuple[torch.Tensor, operators.MultiCoilMRI, torch.Tensor]:
+        """Undersample the items' own coil k-space (``data.params.own_coils``).
+
+        Args:
+            x: the truth ``(B, 2, H, W)`` (only its shape and device are used).
+            kspace: fully sampled coil k-space ``(B, 2, C, H, W)`` of the same crop, in the units of ``x``.
+            generator: draws, in this order, the masks (as for simulated MRI: ``operator.mask``,
+                ``acceleration``, ``center_fraction``), the noise levels and the noise.
+
+        Returns:
+            ``y = M (k + sigma n)``, ``(B, 2, C, H, W)`` with +0 off the mask (real undersampled
+            scans store zeros there); a :class:`MultiCoilMRI` with the masks ``(B, 1, H, W)`` and
+            sensitivities estimated from the centred
+            :func:`~learn2invert.operators.multicoil.centred_acs_columns` ``(W, data.params.acs_fraction)``
+            columns of ``y``, the block the truth's maps came from (so at full sampling ``A^T y``
+            is the truth), which the mask must sample; and ``sigma`` ``(B, 1, 1, 1)`` (the added
+            noise, at least 1e-3 for the solver).
+
+        Raises:
+            ValueError: a mask that leaves a column of that block out (``operator.center_fraction``
+                below ``data.params.acs_fraction``, or a Gaussian mask).
+        """
+        if kspace is None:
+            raise ValueError("Measurement: data.params.own_coils measures the items' own coil k-space, but none was "
+                             "given; the dataset's items must be {'image', 'kspace'} (FastMRIImages(own_coils=True))")
+        if kspace.dim() != 5 or kspace.shape[1] != 2 or kspace.shape[0] != x.shape[0] or kspace.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"Measurement: the items' coil k-space must be (B, 2, C, H, W) with the images' B, H and "
+                             f"W; got {tuple(kspace.shape)} for images {tuple(x.shape)}")
+        batch = x.shape[0]
+        mask = self._batched_operator(batch, generator).mask.to(kspace.device)  # (B, 1, H, W) bool
+        sigma = _uniform(self.cfg["noise_sigma"], batch, generator).to(device=kspace.device, dtype=kspace.dtype)
+        noise = torch.randn(kspace.shape, generator=generator, dtype=kspace.dtype).to(kspace.device)
+        noisy = kspace + sigma.reshape(batch, 1, 1, 1, 1) * noise
+        y = torch.where(mask.unsqueeze(1), noisy, torch.zeros_like(noisy))  # all coils share the mask
+        # Maps from one fixed centre block, not each mask's own calibration region (which grows when
+        # random columns happen to sit next to it): the truth was combined with maps from this
+        # block, so the solver's operator and the target agree on the maps' phase and magnitude.
+        width = kspace.shape[-1]
+        acs = centred_acs_columns(width, self.acs_fraction)
+        block = slice(width // 2 - acs // 2, width // 2 - acs // 2 + acs)
+        if not bool(mask[..., block].all()):
+            raise ValueError(f"data.params.own_coils: the coil maps come from the centred {acs} k-space columns "
+                             f"(data.params.acs_fraction={self.acs_fraction}), but the mask does not sample all of "
+                             f"them (operator.mask={self.cfg['mask']}, operator.center_fraction="
+                             f"{self.cfg['center_fraction']}); set data.params.acs_fraction <= operator.center_fraction "
+                             "(e.g. 0.04 at 8x) and use a column mask (random or equispaced)")
+        maps = estimate_sensitivities(y, acs=acs)
+        op = operators.MultiCoilMRI(mask, maps.to(kspace.dtype), fft_dims=self.fft_dims)
+        return y, op, sigma.reshape(batch, 1, 1, 1).clamp_min(1e-3)
 
 
 # ------------------------------------------------------------------------------- operator mixtures
@@ -197,6 +289,10 @@ class OperatorMixture(Measurement):
         self.cfg = config["operator"]
         self.image_shape = tuple(image_shape)
         self.name, self.fixed, self.user_class = "mixture", None, None
+        self.own_coils = False
+        if config.get("data", {}).get("params", {}).get("own_coils", False):
+            raise ConfigError("config keys 'data.params.own_coils' and 'operator.mixture': the files' own coil "
+                              "k-space is measured by one MRI operator; give operator.name: mri without a mixture")
         # per, labels and weights (> 0) were checked and filled in by load_config.
         self.per = self.cfg["per"]
         entries = self.cfg["mixture"]
@@ -236,9 +332,13 @@ class OperatorMixture(Measurement):
         raise ConfigError("operator.mixture lists several operators; build one of measurement.components "
                           f"({', '.join(self.labels)}), or the single-operator config component_config(config, k)")
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator):
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, kspace: torch.Tensor | None = None):
         """x: (B, *image_shape) -> (y, operator, sigma): one drawn operator for the batch
-        (``per: batch``), or one per sample combined by :func:`concat_operators` (``per: sample``)."""
+        (``per: batch``), or one per sample combined by :func:`concat_operators` (``per: sample``).
+        ``kspace`` must be None (items with their own k-space are refused with a mixture)."""
+        if kspace is not None:
+            raise ValueError("an operator mixture simulates its measurements from the images; items with their own "
+                             "k-space (data.params.own_coils) need a single operator.name: mri")
         if self.per == "batch":
             return self.components[self.choose(generator)](x, generator)
         parts = [self.components[self.choose(generator)](x[k:k + 1], generator) for k in range(x.shape[0])]
@@ -247,11 +347,13 @@ class OperatorMixture(Measurement):
 
 
 def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Generator],
-            batch_gen: torch.Generator | None = None):
+            batch_gen: torch.Generator | None = None, kspace: torch.Tensor | None = None):
     """Simulate each sample's measurement with its own generator; returns ``(y, operator, sigma)``.
 
     ``x`` is ``(B, *image_shape)``; ``y`` and ``sigma`` come back batched as
     :class:`Measurement` gives them, and the operator holds every sample's physics.
+    ``kspace`` ``(B, 2, C, H, W)``: the samples' own coil k-space (``data.params.own_coils``),
+    undersampled instead of simulated.
     An :class:`OperatorMixture` with ``per: batch`` first draws the batch's operator
     from ``batch_gen`` (:func:`learn2invert.train.loop.batch_generator` in training; required then), so the samples' own generators
     draw exactly what they would under that single operator. Single-operator measurements
@@ -262,7 +364,10 @@ def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Ge
             raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
                              "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
         measurement = measurement.components[measurement.choose(batch_gen)]
-    parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
+    if kspace is None:
+        parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
+    else:
+        parts = [measurement(x[k:k + 1], g, kspace=kspace[k:k + 1]) for k, g in enumerate(generators)]
     y = torch.cat([p[0] for p in parts])
     sigma = torch.cat([p[2] for p in parts])
     return y, concat_operators([p[1] for p in parts]), sigma

@@ -41,6 +41,7 @@ __all__ = [
     "sense_combine",
     "sense_expand",
     "calibration_region",
+    "centred_acs_columns",
     "estimate_sensitivities",
     "simulated_coil_maps",
 ]
@@ -351,6 +352,26 @@ def calibration_region(mask: torch.Tensor, shape: Sequence[int]) -> tuple[slice,
             "calibration region; use a mask with a fully sampled centre (center_fraction > 0) or pass acs="
         )
     return max(candidates, key=lambda rc: (rc[0].stop - rc[0].start) * (rc[1].stop - rc[1].start))
+
+
+# The fraction of centre k-space columns coil maps are estimated from by default: fastMRI's
+# fully sampled centre at 4x.
+ACS_FRACTION = 0.08
+
+
+def centred_acs_columns(width: int, fraction: float) -> int:
+    """The odd number ``n`` of centred k-space columns, about ``fraction * width``, whose block
+    ``[width // 2 - n // 2, width // 2 + n // 2]`` is symmetric about the k-space centre.
+
+    It is the ``acs=n`` of :func:`estimate_sensitivities`, rounded down to odd so that the
+    low-resolution images carry no phase ramp of their own (as :func:`calibration_region` picks
+    blocks). A column mask with a fully sampled centre of ``round(fraction * width)`` columns
+    (:func:`~learn2invert.operators.masks.random_mask`) samples this whole block.
+    """
+    if not 0 < fraction <= 1 or width < 1:
+        raise ValueError(f"centred_acs_columns: need width >= 1 and fraction in (0, 1], got {width}, {fraction}")
+    n = min(width, max(1, int(round(fraction * width))))
+    return n if n % 2 else n - 1
 
 
 def _taper(n: int, full: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

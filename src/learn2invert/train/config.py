@@ -29,7 +29,9 @@ DEFAULTS: dict[str, Any] = {
         "val_length": 64,  # validation samples (also the test samples scored by l2i eval)
         "root": None,  # on-disk data: a folder (image_folder), DICOM file/folder or pydicom:NAME (dicom), fastMRI folders with {split} (fastmri)
         "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
-        "params": {},  # extra keyword arguments for the dataset
+        # extra keyword arguments for the dataset; fastmri: crop, coils, acs_fraction, and own_coils (true: train on
+        # multi-coil files' own coil k-space, undersampled, with coil maps estimated from the measured centre)
+        "params": {},
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
     },
     "operator": {

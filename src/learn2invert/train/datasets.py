@@ -1,7 +1,8 @@
 """The datasets a config can name (``data.name``), built for one split: :func:`build_dataset`.
 
 Each builder below is registered by name in :data:`learn2invert.registry.DATASETS` and returns a
-dataset whose items are ground-truth images ``(C, H, W)`` (or ``(C, D, H, W)`` for 3D data).
+dataset whose items are ground-truth images ``(C, H, W)`` (or ``(C, D, H, W)`` for 3D data), or
+measured items ``{"image", "kspace"}`` that carry their own k-space (:mod:`learn2invert.data.items`).
 """
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ def fastmri_split_root(d: dict, split: str) -> str:
 def fastmri(config: dict, params: dict, split: str, seed: int, length: int) -> Dataset:
     """Fully sampled fastMRI files of ``split`` as ground-truth complex images (2, h, w); validation
     and test keep ``data.val_length`` slices spread evenly over the volumes (all of them when
-    there are fewer); training uses every slice (``data.train_length`` does not apply)."""
+    there are fewer); training uses every slice (``data.train_length`` does not apply). With
+    ``data.params.own_coils: true`` the items are ``{"image", "kspace"}``: the image and the
+    slice's own coil k-space, which the measurement undersamples (multi-coil files only)."""
     d = config["data"]
     root = fastmri_split_root(d, split)
     if not Path(root).exists():

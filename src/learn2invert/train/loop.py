@@ -37,6 +37,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from .. import shipped
+from ..data.items import item_shape, split_item
 from ..data.skipping import SkipBadFiles
 from ..outputs import check_output_folder
 from ..checkpoint import (BEST_FILE, CONFIG_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
@@ -277,7 +278,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         val_set = SkipBadFiles(val_set) if val_set is not None else None
     if len(train_set) < batch_size:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than train.batch_size={batch_size}")
-    image_shape = tuple(train_set[0].shape)
+    image_shape = item_shape(train_set[0])  # items may carry their own k-space (data.params.own_coils)
     measurement = Measurement(config, image_shape)
     solver = build_solver(config if point is None else without_initial_weights(config), image_shape).to(device)
     local_batch = batch_size // ctx.world_size
@@ -342,10 +343,11 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
         bar = tqdm(loader, desc=label, disable=not show_progress, unit="batch")
         started, seen, running, steps = time.perf_counter(), 0, 0.0, 0
         fp_sums: dict[str, float] = {}
-        for batch_index, (indices, x) in enumerate(bar, start=skip):
-            x = x.to(device)
+        for batch_index, (indices, item) in enumerate(bar, start=skip):
+            x, kspace = split_item(item)
+            x, kspace = x.to(device), kspace.to(device) if kspace is not None else None
             generators = sample_generators(seed, epoch, indices.tolist())
-            y, op, sigma = measure(measurement, x, generators, batch_generator(seed, epoch, batch_index))
+            y, op, sigma = measure(measurement, x, generators, batch_generator(seed, epoch, batch_index), kspace=kspace)
             with autocast(precision, device):
                 iterates = step_model(y, op, sigma=sigma)
             iterates, target = _scored([it.float() for it in iterates], x, loss_cfg, generators)

@@ -13,6 +13,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..data.items import split_item
+
 HEADROOM = 1.5  # backward holds gradients of the activations next to the saved tensors
 
 
@@ -59,7 +61,8 @@ def check_batch_fits(solver: torch.nn.Module, sample: torch.Tensor, measurement,
 
     Args:
         solver: the model to train (probed in eval mode, so no batch-norm statistic moves).
-        sample: one training item ``(C, ...)``.
+        sample: one training item ``(C, ...)``, or a measured item ``{"image", "kspace"}``
+            (:mod:`learn2invert.data.items`).
         measurement: ``measurement(x, generator) -> (y, op, sigma)`` as in training.
         batch_size: samples per step on this device.
         device: where training runs.
@@ -70,11 +73,13 @@ def check_batch_fits(solver: torch.nn.Module, sample: torch.Tensor, measurement,
     free = available_bytes(device)
     if free is None:
         return
-    x = sample[None].to(device)
+    image, kspace = split_item(sample)
+    x = image[None].to(device)
+    own = {} if kspace is None else {"kspace": kspace[None].to(device)}
     per_sample = 0
     # An operator mixture: the operator whose measurement costs the most memory decides.
     for probe in getattr(measurement, "components", None) or [measurement]:
-        y, op, sigma = probe(x, torch.Generator().manual_seed(0))
+        y, op, sigma = probe(x, torch.Generator().manual_seed(0), **own)
         was_training = solver.training
         solver.eval()
         try:

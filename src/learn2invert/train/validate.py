@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import metrics
+from ..data.items import split_item
 from ..operators.fft import complex_abs
 from ..operators.likelihood import back_projection
 from ..registry import LOSSES
@@ -104,9 +105,13 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     loss_sum, count = 0.0, 0
     squared_error, squared_norm = 0.0, 0.0  # over the whole set: one near-black image cannot dominate
     volumes = VolumeScores(volume_ids, data_range) if volume_ids is not None else None
-    for x in loader:
+    for item in loader:
+        x, kspace = split_item(item)  # kspace: the items' own coil k-space (data.params.own_coils), else None
         x = x.to(device)
-        y, op, sigma = measurement(x, generator)
+        if kspace is None:
+            y, op, sigma = measurement(x, generator)
+        else:
+            y, op, sigma = measurement(x, generator, kspace=kspace.to(device))
         iterates = solver(y, op, sigma=sigma, steps=steps)
         last.append(score_batch(iterates[-1], x, data_range))
         est, ref = magnitude(iterates[-1].detach()), magnitude(x)
