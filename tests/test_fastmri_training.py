@@ -84,8 +84,9 @@ def test_split_folders_and_their_errors(data_root, tmp_path):
 
 def test_shipped_fastmri_configs_load_and_build(data_root):
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert names == [f"knee_singlecoil_{s}_{a}x.yaml" for s in ("irim", "rim", "unet") for a in (4, 8)]
-    for path in CONFIGS.glob("*.yaml"):
+    single = [f"knee_singlecoil_{s}_{a}x.yaml" for s in ("irim", "rim", "unet") for a in (4, 8)]
+    assert names == ["knee_multicoil_irim_4x.yaml"] + single  # the multi-coil one: tests/test_fastmri_own_coils.py
+    for path in CONFIGS.glob("knee_singlecoil_*.yaml"):
         config = load_config(path, [f"data.root={data_root}/knee_singlecoil_{{split}}"])
         assert config["data"]["name"] == "fastmri" and config["operator"]["mask"] == "random"
         acceleration = 4.0 if "_4x" in path.name else 8.0
