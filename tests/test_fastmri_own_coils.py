@@ -9,16 +9,20 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from learn2invert import metrics
 from learn2invert.bench.compare import compare
-from learn2invert.data import FastMRIImages
+from learn2invert.data import FastMRIImages, FastMRISingleCoil
+from learn2invert.data.fastmri import center_crop
 from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
 from learn2invert.inference.evaluate import evaluate_run
+from learn2invert.inference.reconstruct import Run, fastmri_measurements, reconstruct_fastmri
 from learn2invert.operators import MultiCoilMRI
 from learn2invert.operators.generator import Measurement, measure
 from learn2invert.operators.multicoil import calibration_region, estimate_sensitivities
 from learn2invert.train import loop
 from learn2invert.train.config import ConfigError, load_config
 from learn2invert.train.datasets import build_dataset
+from learn2invert.train.experiment import build_solver
 
 SHAPE = dict(slices=2, kspace_shape=(64, 32), recon_size=(32, 32))
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fastmri" / "knee_multicoil_irim_4x.yaml"
@@ -219,3 +223,73 @@ def test_the_shipped_multicoil_config_builds_on_multicoil_files(data_root):
     measurement = Measurement(config, tuple(item["image"].shape))
     y, op, _ = measurement(item["image"][None], torch.Generator().manual_seed(0), kspace=item["kspace"][None])
     assert isinstance(op, MultiCoilMRI) and y.shape == (1, 2, 4, 32, 32)
+
+
+# ------------------------------------------------------------------ l2i reconstruct of an own-coils run
+
+def _own_coils_run(*overrides: str) -> Run:
+    """An untrained tiny own-coils run (the zero-filled path needs no training)."""
+    config = load_config(None, ["data.name=fastmri", "operator.name=mri", "operator.acceleration=4.0",
+                                "operator.center_fraction=0.16", "operator.noise_sigma=0.0", "solver.name=irim",
+                                "solver.params={steps: 2, state_channels: 8, hidden_channels: 8, downsampling: [1, 2]}",
+                                *overrides])
+    torch.manual_seed(0)
+    return Run(build_solver(config, (2, 32, 32)).eval(), config, (2, 32, 32), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("crop", [None, (24, 24)])
+def test_reconstruct_measures_a_fully_sampled_file_as_own_coils_training_did(tmp_path, crop):
+    # 48 k-space columns cropped to 32 (or 24): the crop changes the columns' grid, so the file's
+    # full-width measurement and the training measurement differ.
+    path = write_synthetic_fastmri(tmp_path / "multicoil_val" / "file_a.h5", split="val", coils=4, seed=3,
+                                   slices=2, kspace_shape=(64, 48), recon_size=(32, 32))
+    params = "{own_coils: true, acs_fraction: 0.16" + (f", crop: {list(crop)}" if crop else "") + "}"
+    run = _own_coils_run(f"data.params={params}")
+    shape = crop or (32, 32)
+    items = list(FastMRISingleCoil(path, coils="any"))
+    measured, info = fastmri_measurements(run, items, path, seed=5)
+    assert info["mask_source"] == "retrospective" and info["field_of_view"] == shape
+    # The training measurement of the same slices with the same seed: same mask, same y (in the
+    # items' units, the volume's peak), same maps, so the same zero-filled image.
+    own = FastMRIImages(path.parent, own_coils=True, crop=crop, acs_fraction=0.16)
+    training = Measurement(run.config, (2, *shape))
+    peak = own.peak(0)
+    adjoints = []
+    for index, (y, op) in enumerate(measured):
+        item = own.coil_item(index)
+        y_t, op_t, _ = training(item["image"][None], torch.Generator().manual_seed(5), kspace=item["kspace"][None])
+        assert y.shape == (1, 2, 4, *shape) and torch.equal(op.mask, op_t.mask)
+        torch.testing.assert_close(y / peak, y_t, atol=1e-7, rtol=1e-6)
+        torch.testing.assert_close(op.sensitivities, op_t.sensitivities, atol=1e-5, rtol=0)
+        adjoint = op_t.A_adjoint(y_t)
+        torch.testing.assert_close(op.A_adjoint(y) / peak, adjoint, atol=1e-5, rtol=0)
+        adjoints.append(adjoint[0].norm(dim=0) * peak)  # (h, w) magnitude in the file's units
+    assert 2.5 < info["acceleration"] < 6  # 4x of the crop's columns (a random mask)
+    # The whole reconstruction: its zero-filled score is that of the training adjoints, against
+    # the file's target cropped to the measured field of view.
+    result = reconstruct_fastmri(run, path, tmp_path / "recon.h5", seed=5, progress=False)
+    with h5py.File(path, "r") as hf:
+        target = torch.from_numpy(hf["reconstruction_rss"][()])
+    target = center_crop(target, shape)
+    expected = metrics.psnr(torch.stack(adjoints)[None, None], target[None, None], None)
+    assert result["metrics"]["adjoint"]["psnr"] == pytest.approx(expected, abs=1e-3)
+    assert result["field_of_view"] == shape and "cropped to" in result["notice"]
+    with h5py.File(tmp_path / "recon.h5", "r") as hf:
+        assert hf["reconstruction"].shape == (2, *shape)
+    # A plain run reads the same file on its full field of view, as before.
+    plain, plain_info = fastmri_measurements(_own_coils_run(), items, path, seed=5)
+    assert plain[0][0].shape == (1, 2, 4, 64, 48) and "field_of_view" not in plain_info
+
+
+def test_reconstruct_keeps_the_full_field_of_view_for_undersampled_files(tmp_path):
+    # A test file's mask is defined on its full width: cropping would not be a measurement of the
+    # crop, so an own-coils run reads it exactly as a plain run does.
+    path = write_synthetic_fastmri(tmp_path / "multicoil_test" / "file_t.h5", split="test", coils=4, seed=4,
+                                   slices=2, kspace_shape=(64, 48), recon_size=(32, 32))
+    items = list(FastMRISingleCoil(path, coils="any"))
+    own, own_info = fastmri_measurements(_own_coils_run("data.params={own_coils: true}"), items, path)
+    plain, plain_info = fastmri_measurements(_own_coils_run(), items, path)
+    assert own_info == plain_info == {"mask_source": "file"}
+    for (y, op), (y_p, op_p) in zip(own, plain):
+        assert y.shape == (1, 2, 4, 64, 48) and torch.equal(y, y_p)
+        assert torch.equal(op.mask, op_p.mask) and torch.equal(op.sensitivities, op_p.sensitivities)

@@ -51,6 +51,7 @@ __all__ = [
     "parse_ismrmrd_header",
     "fastmri_crop_size",
     "center_crop",
+    "crop_coil_kspace",
     "kspace_to_magnitude",
     "FastMRISingleCoil",
     "FastMRIImages",
@@ -169,6 +170,25 @@ def _fft2c(image: torch.Tensor) -> torch.Tensor:
     dims = (-2, -1)
     shifted = torch.fft.ifftshift(image, dim=dims)
     return torch.fft.fftshift(torch.fft.fftn(shifted, dim=dims, norm="ortho"), dim=dims)
+
+
+def crop_coil_kspace(kspace: torch.Tensor, crop: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fully sampled coil k-space -> ``(coil images, k-space)`` of the centre ``crop`` of the images.
+
+    Args:
+        kspace: complex ``(..., H, W)``, e.g. one slice's coils ``(C, H, W)`` as stored (centred).
+        crop: ``(h, w)``, at most ``(H, W)`` (:func:`center_crop`'s convention).
+
+    Returns:
+        the centre-cropped coil images (centred orthonormal inverse FFT, then :func:`center_crop`)
+        and their centred orthonormal FFT, both complex ``(..., h, w)``: the k-space a scanner
+        would have measured of the crop's field of view, on the crop's ``h x w`` grid. This is
+        what ``FastMRIImages(own_coils=True)`` trains on and what ``l2i reconstruct`` measures of
+        a fully sampled file for such a run; it is only valid for fully sampled k-space (cropping
+        the image of undersampled k-space mixes measured and unmeasured columns).
+    """
+    coils = center_crop(_ifft2c(kspace), crop)
+    return coils, _fft2c(coils)
 
 
 def kspace_to_magnitude(kspace: torch.Tensor, crop_size: Sequence[int]) -> torch.Tensor:
@@ -486,8 +506,7 @@ class FastMRIImages(Dataset):
         if not meta["multicoil"]:
             raise ValueError(f"{path}: single-coil file, it has no coil data (coil_item needs multi-coil files)")
         crop = meta["crop"]
-        coils = center_crop(_ifft2c(self._read_kspace(f_idx, s)), crop)  # (C, h, w) complex64
-        kspace = _fft2c(coils)  # the crop's fully sampled k-space
+        coils, kspace = crop_coil_kspace(self._read_kspace(f_idx, s), crop)  # (C, h, w) complex64 each
         kspace = torch.stack([kspace.real, kspace.imag]).to(torch.float32)
         maps = estimate_sensitivities(kspace[None], acs=centred_acs_columns(crop[1], self.acs_fraction))
         image = sense_combine(torch.stack([coils.real, coils.imag])[None], maps)[0].to(torch.float32)

@@ -14,7 +14,10 @@ Three kinds of input:
   undersampled retrospectively with the run's mask settings (seeded, one mask for the volume,
   announced in one printed line), so the scores against its target measure the model. A
   multi-coil file is reconstructed with the SENSE operator (:class:`~learn2invert.operators.
-  MultiCoilMRI`) and coil sensitivities estimated from its calibration region.
+  MultiCoilMRI`) and coil sensitivities estimated from its calibration region; a run trained on
+  the files' own coil k-space (``data.params.own_coils``) measures a fully sampled multi-coil
+  file the way its training did (the k-space of the cropped coil images, maps from the centred
+  block of columns; see :func:`reconstruct_fastmri`).
 
 Every mode writes the estimate to ``output`` and a side-by-side figure to
 ``<output stem>_side_by_side.png``. Input files with NaN or infinite values are refused, naming
@@ -31,11 +34,11 @@ import torch
 from tqdm import tqdm
 
 from .. import metrics
-from ..data.fastmri import FastMRISingleCoil, center_crop, kspace_to_magnitude
+from ..data.fastmri import FastMRISingleCoil, center_crop, crop_coil_kspace, kspace_to_magnitude
 from ..data.image_folder import read_image
 from ..data.nifti import read_nifti, save_nifti
 from ..operators import MultiCoilMRI, SingleCoilMRI
-from ..operators.multicoil import estimate_sensitivities
+from ..operators.multicoil import centred_acs_columns, estimate_sensitivities
 from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..operators.likelihood import back_projection, is_linear
@@ -107,7 +110,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         ``"metrics": {"adjoint": {"psnr", "ssim"}, "estimate": {"psnr", "ssim"}}``. fastMRI
         files add ``"slices"``, ``"mask_source"`` (``"file"``, ``"retrospective"`` or
         ``"sampled columns"``) and, for a retrospectively undersampled file, ``"notice"`` (the
-        printed line) and ``"acceleration"``.
+        printed line) and ``"acceleration"``; an own-coils run's fully sampled multi-coil file
+        adds ``"field_of_view"``, the ``(h, w)`` crop that was measured.
 
     Raises:
         ValueError: naming the path for a missing run folder or input, an unsupported file
@@ -282,6 +286,25 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
     from the calibration region of the (undersampled) k-space; the solver sees the SENSE data term,
     its estimate is the coil-combined image, and the truth is the root-sum-of-squares target.
 
+    A run trained with ``data.params.own_coils: true`` learned on the k-space of the cropped coil
+    images, with maps from a fixed centred block of that k-space's columns. A fully sampled
+    multi-coil file is measured the same way for it (:func:`fastmri_measurements`): each slice's
+    coil images are centre-cropped to the run's crop (``data.params.crop``, else the file's
+    fastMRI crop) and transformed back (:func:`~learn2invert.data.fastmri.crop_coil_kspace`),
+    undersampled by the run's mask drawn over the *crop's* columns (seeded, one for the volume),
+    and given :class:`MultiCoilMRI` with maps from the centred
+    :func:`~learn2invert.operators.multicoil.centred_acs_columns` ``(w, data.params.acs_fraction)``
+    columns (:meth:`~learn2invert.operators.generator.Measurement.measure_own_kspace`, the
+    training measurement itself). The estimate then covers that crop only; it is cropped to the
+    file's crop where that is smaller, and the target to the run's crop where that is smaller.
+    A file whose k-space is already undersampled (a test file with its ``mask``, or one without
+    it) cannot be measured that way: its mask is defined on the full width, and cropping the
+    image of undersampled k-space in the phase-encode direction convolves measured with
+    unmeasured columns, so the result is no masked k-space of the crop. Such a file, and a
+    single-coil file, is reconstructed on the full field of view with maps from its calibration
+    region, as for any run: a model that saw only 320-column crops and centred-block maps is
+    then used off its training distribution.
+
     Images are reconstructed at the k-space's full size (the solvers are convolutional), then
     centre cropped to the recon size and reduced to magnitudes, as fastMRI's targets are. The
     k-space is scaled so the zero-filled volume peaks at 1 (the training images' range) and the
@@ -295,6 +318,8 @@ def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progr
     measured, info = fastmri_measurements(run, items, path, seed)
     if info.get("notice") and progress:
         tqdm.write(info["notice"])
+    if "field_of_view" in info:  # own-coils run: the estimates cover the measured crop only
+        items = [_within_field_of_view(item, info["field_of_view"]) for item in items]
     zero_filled, estimate = _reconstruct_kspace_volume(run, items, measured, path, progress)
     _save_fastmri(output, estimate)
     middle = len(items) // 2
@@ -332,9 +357,76 @@ def _full_magnitude(item: dict) -> torch.Tensor:
     coils = kspace_to_magnitude(kspace.movedim(0, 1), item["crop_size"])  # (C, 1, h, w) per coil
     return coils.pow(2).sum(dim=0).sqrt()
 
+def _within_field_of_view(item: dict, field_of_view: tuple[int, int]) -> dict:
+    """A fastMRI item whose ``crop_size`` (and ``target``) are narrowed to fit ``field_of_view``
+    ``(h, w)``, the crop an own-coils run measured; the item itself when its crop already fits."""
+    crop = tuple(min(int(c), int(f)) for c, f in zip(item["crop_size"], field_of_view))
+    if crop == tuple(item["crop_size"]):
+        return item
+    narrowed = {**item, "crop_size": crop}
+    if "target" in item:
+        narrowed["target"] = center_crop(item["target"], crop)
+    return narrowed
+
+
+def _is_own_coils_run(run: Run) -> bool:
+    """Whether the run was trained on multi-coil files' own coil k-space (``data.params.own_coils``)."""
+    return bool((run.config.get("data", {}).get("params") or {}).get("own_coils", False))
+
+
+def _own_coil_measurements(run: Run, items: list[dict], path: Path, seed: int) -> tuple[list[tuple], dict]:
+    """A fully sampled multi-coil file measured as an own-coils run's training measured its slices.
+
+    Each slice's k-space ``(2, C, H, W)`` becomes the k-space of its coil images centre-cropped to
+    the run's crop ``(h, w)`` (``data.params.crop``, else the file's fastMRI crop, as
+    ``FastMRIImages`` chooses it), and is measured by the training measurement
+    (:meth:`Measurement.measure_own_kspace`) with a generator seeded by ``seed`` for every slice:
+    one mask ``(1, 1, h, w)`` for the volume, drawn over the crop's columns from the run's
+    ``operator`` settings, no extra noise (the data carry their own), maps from the centred
+    ``centred_acs_columns(w, data.params.acs_fraction)`` columns of ``y``.
+
+    Returns:
+        ``[(y (1, 2, C, h, w), MultiCoilMRI)]`` per slice, in the file's units, and
+        ``{"mask_source": "retrospective", "notice", "acceleration", "field_of_view": (h, w)}``.
+    """
+    params = run.config["data"].get("params") or {}
+    height, width = items[0]["kspace"].shape[-2:]
+    crop = tuple(int(c) for c in (params.get("crop") or items[0]["crop_size"]))
+    if crop[0] > height or crop[1] > width:
+        raise ValueError(f"{path}: the run was trained on {crop[0]} x {crop[1]} crops (data.params.crop), but the "
+                         f"file's images are {height} x {width}")
+    # The solver is told the run's noise level (_reconstruct_kspace_volume); none is added here.
+    config = {**run.config, "operator": {**run.config["operator"], "noise_sigma": 0.0}}
+    measurement = Measurement(config, (2, *crop))
+    measured = []
+    for item in items:
+        kspace = item["kspace"]  # (2, C, H, W) float32, real / imaginary
+        _, cropped = crop_coil_kspace(torch.complex(kspace[0], kspace[1]), crop)  # (C, h, w) complex64
+        cropped = torch.stack([cropped.real, cropped.imag])[None]  # (1, 2, C, h, w)
+        # x only gives the measurement the image's shape; the same seed gives every slice the same mask.
+        y, operator, _ = measurement.measure_own_kspace(cropped.new_zeros((1, 2, *crop)), cropped,
+                                                        torch.Generator().manual_seed(seed))
+        measured.append((y, operator))
+    kept = float(measured[0][1].mask.to(torch.float32).mean())
+    acceleration = 1.0 / kept if kept > 0 else math.inf
+    op_cfg = run.config["operator"]
+    notice = (f"{path.name} is fully sampled: measuring it as the run's own-coils training did, the k-space of its "
+              f"coil images centre-cropped to {crop[0]} x {crop[1]}, undersampled with the run's {op_cfg['mask']} mask "
+              f"(acceleration {acceleration:.1f}x of the crop's columns, centre fraction {op_cfg['center_fraction']}, "
+              f"seed {seed}), maps from the centred {centred_acs_columns(crop[1], measurement.acs_fraction)} columns; scores compare "
+              "with its fully sampled target")
+    return measured, {"mask_source": "retrospective", "notice": notice, "acceleration": acceleration,
+                      "field_of_view": crop}
+
+
 def fastmri_measurements(run: Run, items: list[dict], path: Path, seed: int = 0) -> tuple[list[tuple], dict]:
     """The measurement of each slice of a fastMRI file: ``[(y (1, 2, H, W), operator)]`` and
-    ``{"mask_source", "notice", "acceleration"}`` (see :func:`reconstruct_fastmri` for the rules)."""
+    ``{"mask_source", "notice", "acceleration"}`` (see :func:`reconstruct_fastmri` for the rules).
+
+    A fully sampled multi-coil file read by an own-coils run (``data.params.own_coils``) is
+    measured on the run's crop instead (:func:`_own_coil_measurements`): ``y`` ``(1, 2, C, h, w)``
+    and ``"field_of_view"`` ``(h, w)`` in the info. Files whose k-space is undersampled keep the
+    full field of view whatever the run (their masks are defined on the full width)."""
     width = items[0]["kspace"].shape[-1]
     if all("mask" in item for item in items):
         return [_masked_kspace(item, item["mask"]) for item in items], {"mask_source": "file"}
@@ -348,6 +440,8 @@ def fastmri_measurements(run: Run, items: list[dict], path: Path, seed: int = 0)
         mask = sampled.reshape(1, 1, width)
         return [_masked_kspace(item, mask) for item in items], {"mask_source": "sampled columns"}
     # Fully sampled: undersample with the run's mask settings, one mask for the volume.
+    if _is_own_coils_run(run) and items[0]["kspace"].dim() == 4:  # (2, C, H, W): multi-coil
+        return _own_coil_measurements(run, items, path, seed)
     height = items[0]["kspace"].shape[-2]
     operator = Measurement(run.config, (2, height, width))._batched_operator(1, torch.Generator().manual_seed(seed))
     mask = operator.mask[0, :, :1].to(torch.float32)  # (1, 1, W)
