@@ -15,7 +15,7 @@ from learn2invert.data import FastMRIImages, FastMRISingleCoil
 from learn2invert.data.fastmri import center_crop
 from learn2invert.data.fastmri_synthetic import write_synthetic_fastmri, write_synthetic_fastmri_dataset
 from learn2invert.inference.evaluate import evaluate_run
-from learn2invert.inference.reconstruct import Run, fastmri_measurements, reconstruct_fastmri
+from learn2invert.inference.reconstruct import Run, fastmri_measurements, reconstruct_fastmri, simulate_image
 from learn2invert.operators import MultiCoilMRI
 from learn2invert.operators.generator import Measurement, measure
 from learn2invert.operators.multicoil import calibration_region, estimate_sensitivities
@@ -293,3 +293,52 @@ def test_reconstruct_keeps_the_full_field_of_view_for_undersampled_files(tmp_pat
     for (y, op), (y_p, op_p) in zip(own, plain):
         assert y.shape == (1, 2, 4, 64, 48) and torch.equal(y, y_p)
         assert torch.equal(op.mask, op_p.mask) and torch.equal(op.sensitivities, op_p.sensitivities)
+
+
+def test_reconstruct_simulate_refuses_an_own_coils_run(tmp_path):
+    import numpy as np
+    from skimage.io import imsave
+
+    image = tmp_path / "image.png"
+    imsave(image, (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match=r"own coil k-space \(data\.params\.own_coils\).*multi-coil fastMRI \.h5"):
+        simulate_image(_own_coils_run("data.params={own_coils: true}"), image, tmp_path / "out.png", seed=0)
+    assert not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------------------------- benchmarks on an own-coils config
+
+def _own_coils_config_file(data_root: Path, tmp_path: Path, **sections) -> Path:
+    config = {
+        "seed": 0,
+        "data": {"name": "fastmri", "root": str(data_root / "knee_multicoil_{split}"), "val_length": 2,
+                 "params": {"own_coils": True}},
+        "operator": {"name": "mri", "acceleration": 4.0, "center_fraction": 0.08, "noise_sigma": 0.0},
+        "solver": {"name": "irim", "params": {"steps": 2, "state_channels": 8, "hidden_channels": 8,
+                                              "downsampling": [1, 2]}},
+        "train": {"batch_size": 2},
+        **sections,
+    }
+    path = tmp_path / "own_coils.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_speed_memory_and_precision_benchmarks_measure_an_own_coils_config(data_root, tmp_path):
+    from learn2invert.bench import config_memory, precision_speed, speed
+
+    path = _own_coils_config_file(data_root, tmp_path)
+    draw, simulate = speed._data_seconds(path, batch=2, repeats=1)
+    assert draw > 0 and simulate > 0
+    row = config_memory.measure_config({"label": "own", "config": str(path), "overrides": [], "batch": 2})
+    assert row["image_shape"] == [2, 32, 32] and row["step_seconds"] > 0
+    result = precision_speed.measure(str(path), ["fp32"], steps=1, warmup=0)
+    assert result["batch"] == 2 and result["step_ms"]["fp32"]["median"] > 0
+
+
+def test_a_flow_prior_refuses_own_coils_naming_the_keys(data_root, tmp_path):
+    path = _own_coils_config_file(data_root, tmp_path, solver={"name": "flow_density", "params": {}},
+                                  loss={"name": "bits_per_dim"})
+    with pytest.raises(ConfigError, match=r"data\.params\.own_coils.*loss\.name: bits_per_dim"):
+        loop.train(path, tmp_path / "prior", show_progress=False)
+    assert not (tmp_path / "prior").exists()

@@ -63,6 +63,7 @@ def _memory_records(threads: int) -> list[dict]:
 def _at_acceleration(folder: Path, acceleration: float, split: str):
     """``(solver, config, dataset, measurement)`` of a run, its ``split`` measured at ``acceleration``."""
     from .bench.compare import with_overrides
+    from .data.items import item_shape
     from .train.datasets import build_dataset
     from .operators.generator import Measurement
     from .inference import load_solver
@@ -70,7 +71,7 @@ def _at_acceleration(folder: Path, acceleration: float, split: str):
     solver, config, _, _ = load_solver(folder)
     config = with_overrides(config, [f"operator.acceleration={acceleration}"])
     dataset = build_dataset(config, split)
-    return solver, config, dataset, Measurement(config, tuple(dataset[0].shape))
+    return solver, config, dataset, Measurement(config, item_shape(dataset[0]))
 
 
 def _psnr_curves(runs: dict[str, Path], acceleration: float) -> dict[str, list[float]]:

@@ -37,6 +37,7 @@ def parse_item(item: str) -> dict:
 
 def measure_config(spec: dict) -> dict:
     """One training step of ``spec['config']`` at ``spec['batch']`` in this process (see the module docstring)."""
+    from ..data.items import item_shape, split_item, stack_items
     from ..train.config import load_config
     from ..train.datasets import build_dataset
     from ..train.experiment import build_solver
@@ -46,11 +47,12 @@ def measure_config(spec: dict) -> dict:
     torch.manual_seed(0)
     config = load_config(spec["config"], spec["overrides"])
     dataset = build_dataset(config, "val")
-    shape = tuple(dataset[0].shape)
+    shape = item_shape(dataset[0])
     batch = spec["batch"]
-    x = torch.stack([dataset[i % len(dataset)] for i in range(batch)])
+    # kspace: the items' own coil k-space (data.params.own_coils), undersampled by the measurement; else None
+    x, kspace = split_item(stack_items([dataset[i % len(dataset)] for i in range(batch)]))
     measurement = Measurement(config, shape)
-    y, op, sigma = measurement(x, torch.Generator().manual_seed(0))
+    y, op, sigma = measurement(x, torch.Generator().manual_seed(0), kspace=kspace)
     model = build_solver(config, shape).train()
     params = [p for p in model.parameters() if p.requires_grad]
 

@@ -20,6 +20,7 @@ import torch
 
 
 def measure(config_path: str, precisions: list[str], steps: int = 20, warmup: int = 2, threads: int = 1) -> dict:
+    from ..data.items import item_shape, split_item, stack_items
     from ..train.config import load_config
     from ..train.datasets import build_dataset
     from ..train.experiment import build_optimizer, build_solver
@@ -31,14 +32,15 @@ def measure(config_path: str, precisions: list[str], steps: int = 20, warmup: in
     torch.set_num_threads(threads)
     config = load_config(config_path)
     data = build_dataset(config, "train")
-    shape = tuple(data[0].shape)
+    shape = item_shape(data[0])
     measurement = Measurement(config, shape)
     batch = config["train"]["batch_size"]
     batches = []
     for k in range(4):
         index = list(range(k * batch, (k + 1) * batch))
-        x = torch.stack([data[i % len(data)] for i in index])
-        batches.append((x, *simulate(measurement, x, sample_generators(config["seed"], 0, index))))
+        # kspace: the items' own coil k-space (data.params.own_coils), undersampled; else None
+        x, kspace = split_item(stack_items([data[i % len(data)] for i in index]))
+        batches.append((x, *simulate(measurement, x, sample_generators(config["seed"], 0, index), kspace=kspace)))
     models = {}
     for name in precisions:
         torch.manual_seed(config["seed"])

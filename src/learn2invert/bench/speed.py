@@ -76,6 +76,7 @@ class _ConvLimit:
 
 def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> tuple[float, float]:
     """Median seconds to draw a training batch of a config (default: the shipped i-RIM's) and simulate its measurements."""
+    from ..data.items import item_shape, split_item, stack_items
     from ..pretrained import path as model_path
     from ..train.config import load_config
     from ..train.datasets import build_dataset
@@ -84,14 +85,15 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
 
     config = load_config(config_path or model_path("mri_irim") / "config.yaml")
     data = build_dataset(config, "train")
-    measurement = Measurement(config, tuple(data[0].shape))
+    measurement = Measurement(config, item_shape(data[0]))
     draw, sim = [], []
     for round_ in range(repeats + 1):
         index = list(range(round_ * batch, (round_ + 1) * batch))
         start = time.perf_counter()
-        x = torch.stack([data[i] for i in index])
+        # kspace: the items' own coil k-space (data.params.own_coils), undersampled; else None
+        x, kspace = split_item(stack_items([data[i] for i in index]))
         middle = time.perf_counter()
-        simulate(measurement, x, sample_generators(config["seed"], 0, index))
+        simulate(measurement, x, sample_generators(config["seed"], 0, index), kspace=kspace)
         if round_:
             draw.append(middle - start)
             sim.append(time.perf_counter() - middle)

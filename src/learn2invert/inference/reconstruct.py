@@ -117,7 +117,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         ValueError: naming the path for a missing run folder or input, an unsupported file
             extension, an input with NaN or infinite values (counted), or an input the run
             cannot reconstruct (wrong size, non-image measurement without ``simulate``, a 4D
-            series without ``frame``); an ``output`` that is a folder or cannot be written, a
+            series without ``frame``, ``simulate`` with a run trained on own coil k-space,
+            ``data.params.own_coils``); an ``output`` that is a folder or cannot be written, a
             negative ``sigma`` (both before the model is loaded); a run that is a flow prior.
 
     Warns:
@@ -517,7 +518,15 @@ def _check_shape(run: Run, shape: tuple[int, ...]) -> None:
 
 
 def _measurement(run: Run, shape: tuple[int, ...]) -> Measurement:
-    """The run's measurement for images of ``shape`` (C, H, W), after :func:`_check_shape`."""
+    """The run's measurement for images of ``shape`` (C, H, W), after :func:`_check_shape`.
+
+    An own-coils run (``data.params.own_coils``) is refused: its measurement undersamples
+    measured coil k-space, which an image file does not hold (and no coil maps exist to simulate it).
+    """
+    if _is_own_coils_run(run):
+        raise ValueError("the run was trained on multi-coil fastMRI files' own coil k-space (data.params.own_coils): "
+                         "it has no coil sensitivities to simulate a measurement of an image with --simulate; give "
+                         "it a multi-coil fastMRI .h5 file (without --simulate)")
     _check_shape(run, shape)
     return Measurement(run.config, shape)  # masks and operators sized to this image
 

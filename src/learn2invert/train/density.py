@@ -63,6 +63,12 @@ def train_density(config: dict, run_dir: Path, device: torch.device, resume: boo
     """Train ``config``'s flow by maximum likelihood into ``run_dir``; returns ``{"run_dir", "epochs"}``."""
     from .config import dump_config
 
+    if (config["data"].get("params") or {}).get("own_coils"):
+        # Own-coils items are {image, kspace} for a measurement to undersample; a flow prior has no
+        # measurement and learns images alone, which the same files give without own_coils.
+        raise ConfigError("config keys 'data.params.own_coils' and 'loss.name: bits_per_dim': a flow prior learns "
+                          "the density of clean images and measures nothing, so the files' own coil k-space has no "
+                          "use; leave data.params.own_coils out (the items are then the coil-combined images)")
     train_set, val_set = build_dataset(config, "train"), build_dataset(config, "val")
     empty = empty_validation_message(config, val_set)
     if empty:  # every epoch ends with a validation: refuse now, not after the first epoch
