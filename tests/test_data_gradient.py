@@ -279,3 +279,23 @@ def test_real_deepinv_physics_plug_in():
     torch.testing.assert_close(data_gradient(nonlinear, x, y), expected)
     linear = dinv.physics.Denoising()
     assert torch.equal(data_gradient(linear, x, y, 0.5), linear.A_adjoint(y - linear.A(x)) / 0.5)
+
+
+def test_shipped_mri_models_run_unchanged_on_deepinvs_mri_physics():
+    # deepinv's MRI (x and y as (B, 2, H, W) real/imaginary, centred orthonormal FFT) is the same
+    # forward model as SingleCoilMRI: the shipped models take it as it is.
+    dinv = pytest.importorskip("deepinv")
+    from learn2invert import operators, pretrained
+
+    x = torch.rand(1, 2, 64, 64, generator=torch.Generator().manual_seed(0))
+    mask = operators.masks.random_mask((64,), acceleration=4, center_fraction=0.08, seed=0)  # (64,) columns
+    ours = operators.SingleCoilMRI(mask)
+    theirs = dinv.physics.MRI(mask=mask.reshape(1, 64).expand(64, 64).float(), img_size=(2, 64, 64))
+    y = ours.A(x)
+    torch.testing.assert_close(theirs.A(x), y, rtol=0, atol=1e-6)
+    torch.testing.assert_close(theirs.A_adjoint(y), ours.A_adjoint(y), rtol=0, atol=1e-6)
+    for name in ("mri_rim", "mri_irim", "mri_admm"):
+        model = pretrained.load(name)
+        with torch.no_grad():
+            torch.testing.assert_close(model(y, theirs, sigma=0.005)[-1], model(y, ours, sigma=0.005)[-1],
+                                       rtol=0, atol=1e-4)
