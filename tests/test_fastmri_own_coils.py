@@ -141,19 +141,26 @@ def test_files_with_fewer_coils_are_padded_with_zero_coils(tmp_path):
     assert batch["kspace"].shape == (4, 2, 4, 32, 32)
 
 
-def test_an_own_coils_config_trains_evaluates_and_compares(data_root, tmp_path):
+def _own_coils_config_file(data_root: Path, tmp_path: Path, **sections) -> Path:
     config = {
         "seed": 0,
         "data": {"name": "fastmri", "root": str(data_root / "knee_multicoil_{split}"), "val_length": 2,
                  "params": {"own_coils": True}},
         "operator": {"name": "mri", "acceleration": 4.0, "center_fraction": 0.08, "noise_sigma": 0.0},
         "solver": {"name": "irim", "params": {"steps": 2, "state_channels": 8, "hidden_channels": 8,
-                                              "downsampling": [1, 2], "init": "adjoint"}},
-        "loss": {"name": "nmse", "weights": "last"},
-        "train": {"max_steps": 2, "val_every": 2, "batch_size": 2, "optimizer": {"name": "adam", "lr": 0.01}},
+                                              "downsampling": [1, 2]}},
+        "train": {"batch_size": 2},
+        **sections,
     }
-    path = tmp_path / "config.yaml"
+    path = tmp_path / "own_coils.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_an_own_coils_config_trains_evaluates_and_compares(data_root, tmp_path):
+    path = _own_coils_config_file(
+        data_root, tmp_path, loss={"name": "nmse", "weights": "last"},
+        train={"max_steps": 2, "val_every": 2, "batch_size": 2, "optimizer": {"name": "adam", "lr": 0.01}})
     run = tmp_path / "run"
     loop.train(path, run, show_progress=False)
     history = json.loads((run / "history.json").read_text())
@@ -307,22 +314,6 @@ def test_reconstruct_simulate_refuses_an_own_coils_run(tmp_path):
 
 
 # ------------------------------------------------------------------- benchmarks on an own-coils config
-
-def _own_coils_config_file(data_root: Path, tmp_path: Path, **sections) -> Path:
-    config = {
-        "seed": 0,
-        "data": {"name": "fastmri", "root": str(data_root / "knee_multicoil_{split}"), "val_length": 2,
-                 "params": {"own_coils": True}},
-        "operator": {"name": "mri", "acceleration": 4.0, "center_fraction": 0.08, "noise_sigma": 0.0},
-        "solver": {"name": "irim", "params": {"steps": 2, "state_channels": 8, "hidden_channels": 8,
-                                              "downsampling": [1, 2]}},
-        "train": {"batch_size": 2},
-        **sections,
-    }
-    path = tmp_path / "own_coils.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
 
 def test_speed_memory_and_precision_benchmarks_measure_an_own_coils_config(data_root, tmp_path):
     from learn2invert.bench import config_memory, precision_speed, speed
