@@ -281,3 +281,49 @@ def test_module_exports():
 
     assert data.NaturalPatches is NaturalPatches and data.ImageFolder is ImageFolder
     assert data.shepp_logan is shepp_logan and phantoms.EllipsesDataset is EllipsesDataset
+
+
+def test_dead_leaves_cover_the_image_with_flat_disks_of_power_law_radii():
+    from learn2invert.data.dead_leaves import _power_law_radius, dead_leaves
+
+    image = dead_leaves(48, np.random.default_rng(0))
+    assert image.shape == (1, 48, 48) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert np.array_equal(image, dead_leaves(48, np.random.default_rng(0)))  # same generator state, same image
+    # Flat regions: most neighbouring pixels are equal (the same disk), unlike noise.
+    assert np.mean(image[0, :, 1:] == image[0, :, :-1]) > 0.5
+    assert len(np.unique(image)) > 5
+    # The radii follow p(r) ~ r^-3 on [1, 8]: P(r < 2) = (1 - 1/4) / (1 - 1/64).
+    rng = np.random.default_rng(1)
+    radii = np.array([_power_law_radius(rng, 1.0, 8.0) for _ in range(20000)])
+    assert 1.0 <= radii.min() and radii.max() <= 8.0
+    assert abs(np.mean(radii < 2.0) - 0.75 / (63 / 64)) < 0.01
+    blurred = dead_leaves(48, np.random.default_rng(0), blur=1.0)
+    assert np.abs(np.diff(blurred[0], axis=1)).max() < np.abs(np.diff(image[0], axis=1)).max()
+
+
+def test_dead_leaves_items_replace_a_fraction_of_the_crops_for_training_only():
+    from learn2invert.train.config import load_config
+    from learn2invert.train.datasets import natural_patches
+
+    plain = NaturalPatches(length=64, seed=3)
+    assert all(torch.equal(plain[i], NaturalPatches(length=64, seed=3, dead_leaves=0.0)[i]) for i in range(64))
+    from learn2invert.data.dead_leaves import dead_leaves
+    from learn2invert.data.image_folder import index_rng
+
+    mixed = NaturalPatches(length=200, seed=3, dead_leaves=0.5)
+    synthetic = 0
+    for i in range(200):  # item i draws "synthetic?" first from its own (seed, epoch, i) generator
+        rng = index_rng(3, 0, i)
+        if rng.random() < 0.5:
+            synthetic += 1
+            expected = dead_leaves(32, rng, r_min=2.0, r_max=128.0, blur=float(rng.uniform(0.0, 1.0)))
+            assert np.array_equal(mixed[i].numpy(), expected)
+    assert 80 <= synthetic <= 120  # about half
+    assert NaturalPatches(length=4, seed=3, dead_leaves=1.0, grey=False)[0].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="dead_leaves"):
+        NaturalPatches(dead_leaves=1.5)
+    config = load_config(None, ["data.name=natural_patches", "data.params={dead_leaves: 1.0}"])
+    train = natural_patches(config, {"dead_leaves": 1.0}, "train", 0, 8)
+    val = natural_patches(config, {"dead_leaves": 1.0}, "val", 0, 8)
+    assert train.dead_leaves == 1.0 and val.dead_leaves == 0.0  # validation and test stay photographs

@@ -53,6 +53,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .image_folder import as_chw_float32, center_crop, index_rng, random_crop
+from .dead_leaves import dead_leaves
 
 __all__ = [
     "IMAGE_NAMES",
@@ -165,6 +166,10 @@ class NaturalPatches(Dataset):
         length: number of items (patches per epoch).
         seed: base seed.
         augment: apply a random dihedral transform (flip / 90-degree rotation).
+        dead_leaves: fraction of the items replaced by synthetic dead-leaves images
+            (:func:`~learn2invert.data.dead_leaves.dead_leaves`: opaque disks with power-law
+            radii from 2 pixels to 4 patch sides, softened by a Gaussian blur of 0-1 pixels), grey or the same image in every
+            colour channel; 0 (default) draws exactly the crops it drew before the option existed.
 
     Items are float32 tensors ``(C, patch_size, patch_size)`` in ``[0, 1]``.
 
@@ -173,9 +178,12 @@ class NaturalPatches(Dataset):
     """
 
     def __init__(self, split: str = "train", patch_size: int = 32, grey: bool = True,
-                 length: int = 1000, seed: int = 0, augment: bool = False):
+                 length: int = 1000, seed: int = 0, augment: bool = False, dead_leaves: float = 0.0):
         if patch_size < 1 or length < 0:
             raise ValueError(f"need patch_size >= 1 and length >= 0, got {patch_size}, {length}")
+        if isinstance(dead_leaves, bool) or not 0.0 <= float(dead_leaves) <= 1.0:
+            raise ValueError(f"dead_leaves is the fraction of synthetic items and must be in [0, 1], got {dead_leaves!r}")
+        self.dead_leaves = float(dead_leaves)
         self.split = split
         self.patch_size = int(patch_size)
         self.grey = bool(grey)
@@ -204,6 +212,13 @@ class NaturalPatches(Dataset):
         """Patch ``index``: float32 ``(C, patch_size, patch_size)`` in ``[0, 1]``."""
         index = range(self.length)[index]
         rng = index_rng(self.seed, self.epoch, index)
+        if self.dead_leaves > 0 and rng.random() < self.dead_leaves:  # no draw at all when 0: old crops unchanged
+            # Radii 2 pixels to 4 patch sides: fewer specks than from 1 pixel, and some items mostly
+            # one flat region with a few edges, as in 32-pixel crops of photographs.
+            leaves = dead_leaves(self.patch_size, rng, r_min=2.0, r_max=4.0 * self.patch_size,
+                                 blur=float(rng.uniform(0.0, 1.0)))
+            channels = 1 if self.grey else 3
+            return torch.from_numpy(np.repeat(leaves, channels, axis=0))
         image = self._images[int(rng.integers(len(self._images)))]
         patch = random_crop(image, self.patch_size, rng)
         if self.augment:

@@ -28,8 +28,11 @@ def build_dataset(config: dict, split: str) -> Dataset:
 def natural_patches(config: dict, params: dict, split: str, seed: int, length: int) -> Dataset:
     # The natural set has a train/test split by image; validation crops come from the training
     # images at other positions so the test images stay unseen until `l2i eval`.
+    # Synthetic dead-leaves items widen the training set only; validation and test stay photographs.
     d = config["data"]
     source = "test" if split == "test" else "train"
+    if split != "train":
+        params = {k: v for k, v in params.items() if k != "dead_leaves"}
     return build(data.NaturalPatches, {"split": source, "patch_size": d["patch_size"], "grey": d["grey"],
                                        "length": length, "seed": seed, **params}, "data.params")
 
