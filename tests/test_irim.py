@@ -1,6 +1,7 @@
 """The i-RIM solver: iterates, invertible training equal to autograd, memory, errors, and its benchmark."""
 import json
 from pathlib import Path
+import warnings
 
 import pytest
 import torch
@@ -153,6 +154,32 @@ def test_speed_bench_times_every_model_and_counts_its_flops(monkeypatch):
     assert result["data"]["draw_seconds"] > 0 and result["data"]["simulate_seconds"] > 0
     table = speed.markdown_table(result)
     assert "| irim (autograd) |" in table and "share of limit" in table
+
+
+@pytest.mark.parametrize("works", [True, False])
+def test_speed_bench_times_a_compiled_twin_and_says_whether_compiling_worked(monkeypatch, works):
+    from learn2invert.bench import speed
+
+    def fake_compile(module, *args, **kwargs):  # stands in for inductor (minutes on a CPU)
+        def call(*a, **k):
+            if not works:
+                raise RuntimeError("no C++ compiler found")
+            return module(*a, **k)
+        return call
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    tiny = {"steps": 1, "state_channels": 4, "hidden_channels": 4, "downsampling": [1]}
+    monkeypatch.setattr(speed, "MODELS", {"irim": ({"name": "irim", "params": tiny}, 4)})
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the fallback's warning
+        result = speed.measure(size=8, batch=2, repeats=1, data_config=smoke, compile=True)
+    eager, compiled = result["models"]
+    assert eager["model"] == "irim" and "compiled" not in eager
+    assert compiled["model"] == "irim (compiled)" and compiled["compiled"] is works
+    assert compiled["train_step_gflop"] == eager["train_step_gflop"] and compiled["warmup_seconds"] > 0
+    expected = "| irim (compiled; warm-up" if works else "| irim (fell back to eager; warm-up"
+    assert expected in speed.markdown_table(result)
 
 
 def test_flop_count_of_a_convolution_matches_the_formula():

@@ -12,7 +12,11 @@ For each model, at the sizes of the shipped/pretrained MRI configs (``configs/pr
   (forward + backward, same batch and image size), timed in the same rounds; the table gives the
   model's share of it;
 - the share of a training step that drawing the batch and simulating its measurements takes
-  (``BrainSliceMix`` + per-sample masks and noise, as ``l2i train`` does in its main process).
+  (``BrainSliceMix`` + per-sample masks and noise, as ``l2i train`` does in its main process);
+- with ``--compile``, each model also as ``train.compile: true`` trains it (``torch.compile``
+  through :class:`~learn2invert.train.precision.CompiledOrEager`, a copy with the same weights),
+  timed in the same rounds, with its compile time (the warm-up call) and whether compiling
+  worked or fell back to eager. Its FLOPs are the eager model's (the same arithmetic).
 
 Writes JSON and a Markdown table.
 """
@@ -100,41 +104,54 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
     return statistics.median(draw), statistics.median(sim)
 
 
-def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | None = None,
-            data_config: str | Path | None = None) -> dict:
-    """Time, count and compare the models (see the module docstring); ``data_config`` is the
-    config whose batches are drawn for the data share (default: the shipped ``mri_irim``'s)."""
-    from ..train.experiment import build_solver
+COMPILED = " (compiled)"
 
-    names = only or list(MODELS)
+
+def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | None = None,
+            data_config: str | Path | None = None, compile: bool = False) -> dict:
+    """Time, count and compare the models (see the module docstring); ``data_config`` is the
+    config whose batches are drawn for the data share (default: the shipped ``mri_irim``'s);
+    ``compile`` adds each model's ``torch.compile`` twin."""
+    import copy
+
+    from ..train.experiment import build_solver
+    from ..train.precision import CompiledOrEager
+
+    base_names = only or list(MODELS)
     torch.manual_seed(0)
     y, op, x = _problem(batch, size)
     y1, op1, _ = _problem(1, size)
-    models, optimizers = {}, {}
-    for name in names:
+    models, calls, optimizers = {}, {}, {}  # modules (train/eval, parameters) and what is called
+    for name in base_names:
         torch.manual_seed(0)
         models[name] = build_solver({"solver": MODELS[name][0]}, (2, size, size))
+        calls[name] = models[name]
+        if compile:
+            twin = models[name + COMPILED] = copy.deepcopy(models[name])
+            calls[name + COMPILED] = CompiledOrEager(twin)
+    names = list(models)
+    for name in names:
         optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=1e-4)
-    limits = {w: _ConvLimit(w, batch, size) for w in sorted({MODELS[n][1] for n in names})}
+    limits = {w: _ConvLimit(w, batch, size) for w in sorted({MODELS[n][1] for n in base_names})}
 
     def train_step(name):
-        loss = torch.mean((models[name](y, op, sigma=0.01)[-1] - x) ** 2)
+        loss = torch.mean((calls[name](y, op, sigma=0.01)[-1] - x) ** 2)
         optimizers[name].zero_grad()
         loss.backward()
         optimizers[name].step()
 
     def infer(name):
         with torch.no_grad():
-            models[name](y1, op1, sigma=0.01)
+            calls[name](y1, op1, sigma=0.01)
 
     train_times = {name: [] for name in names}
     infer_times = {name: [] for name in names}
     limit_times = {w: [] for w in limits}
-    flops = {}
-    for round_ in range(repeats + 1):  # round 0 is the warm-up, and counts the FLOPs
+    flops, warmup = {}, {}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up (compiling), and counts the FLOPs
         for name in names:
             models[name].train()
-            if not round_:
+            if not round_ and not name.endswith(COMPILED):
                 flops[name] = count_flops(lambda: train_step(name))
             t = _seconds(lambda: train_step(name))
             models[name].eval()
@@ -142,6 +159,8 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
             if round_:
                 train_times[name].append(t)
                 infer_times[name].append(u)
+            else:
+                warmup[name] = t + u
         for w, limit in limits.items():
             t = _seconds(limit)
             if round_:
@@ -149,15 +168,19 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
     limit_gflops = {w: limits[w].flops / statistics.median(t) / 1e9 for w, t in limit_times.items()}
     records = []
     for name in names:
-        model, width = models[name], MODELS[name][1]
+        base = name.removesuffix(COMPILED)
+        model, width, count = models[name], MODELS[base][1], flops[base]
         train_s, infer_s = statistics.median(train_times[name]), statistics.median(infer_times[name])
-        gflops = flops[name].total / train_s / 1e9
-        records.append({"model": name, "image_size": size, "batch": batch,
+        gflops = count.total / train_s / 1e9
+        compiled = {}
+        if name != base:  # did torch.compile run, or did CompiledOrEager fall back to eager?
+            compiled = {"compiled": calls[name].active, "warmup_seconds": warmup[name]}
+        records.append({"model": name, "image_size": size, "batch": batch, **compiled,
                         "parameters": sum(p.numel() for p in model.parameters()),
                         "train_steps_per_s": 1.0 / train_s, "train_step_seconds": train_s,
                         "inference_ms_per_slice": 1000.0 * infer_s,
-                        "train_step_gflop": flops[name].total / 1e9,
-                        "gflop_by_operator": {k: v / 1e9 for k, v in sorted(flops[name].by_operator.items())},
+                        "train_step_gflop": count.total / 1e9,
+                        "gflop_by_operator": {k: v / 1e9 for k, v in sorted(count.by_operator.items())},
                         "achieved_gflops": gflops, "conv_width": width, "conv_limit_gflops": limit_gflops[width],
                         "share_of_limit": gflops / limit_gflops[width], "threads": torch.get_num_threads()})
     draw_s, simulate_s = _data_seconds(data_config, batch, repeats)
@@ -170,7 +193,11 @@ def markdown_table(result: dict) -> str:
     lines = ["| model | parameters | train steps/s | inference ms/slice | GFLOP/step | GFLOP/s | 3x3 conv limit (width) | share of limit |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["models"]:
-        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['train_steps_per_s']:.2f} | {r['inference_ms_per_slice']:.1f} | "
+        name = r["model"]
+        if "compiled" in r:
+            name += f" ({'compiled' if r['compiled'] else 'fell back to eager'}; warm-up {r['warmup_seconds']:.0f} s)"
+            name = name.replace(" (compiled) (", " (")
+        lines.append(f"| {name} | {r['parameters']:,} | {r['train_steps_per_s']:.2f} | {r['inference_ms_per_slice']:.1f} | "
                      f"{r['train_step_gflop']:.1f} | {r['achieved_gflops']:.1f} | {r['conv_limit_gflops']:.1f} ({r['conv_width']}) | "
                      f"{100 * r['share_of_limit']:.0f} % |")
     d = result["data"]
@@ -187,9 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="training batch size (default 4)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS), help="measure only these models")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each model under torch.compile (train.compile: true), in the same rounds")
     parser.add_argument("--json", default="runs/bench/speed.json", help="output JSON (a .md is written next to it; docs/: --json docs/benchmarks/speed.json)")
     args = parser.parse_args(argv)
-    result = measure(args.size, args.batch, args.repeats, args.only)
+    result = measure(args.size, args.batch, args.repeats, args.only, compile=args.compile)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
