@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
         "root": None,  # on-disk data: a folder (image_folder), DICOM file/folder or pydicom:NAME (dicom), fastMRI folders with {split} (fastmri)
         "data_range": None,  # peak for PSNR/SSIM; null = each target's max (fastMRI), 1.0 for [0, 1] photographs
         # extra keyword arguments for the dataset; fastmri: crop, coils, acs_fraction, and own_coils (true: train on
-        # multi-coil files' own coil k-space, undersampled, with coil maps estimated from the measured centre)
+        # multi-coil files' own coil k-space, undersampled, with coil maps estimated from the measured centre);
+        # natural_patches: augment, dead_leaves (fraction of training items that are synthetic dead-leaves images)
         "params": {},
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
     },
