@@ -24,7 +24,7 @@ from .data import BrainSlices, load_image, shepp_logan
 from .data.phantoms import random_ellipses
 from .operators.fft import complex_abs
 from .outputs import check_output_folder
-from .operators.likelihood import back_projection, is_linear, likelihood_of
+from .operators.likelihood import back_projection, is_linear, likelihood_of, operator_norm_squared
 from .solvers.classical import nonlinear_tikhonov, normal_operator_norm, tikhonov
 
 # Regularisation weights, relative to ||A^T A|| (a nonlinear operator's bound on ||J^T J||), tried
@@ -73,8 +73,9 @@ def _tikhonov(op, y: torch.Tensor, lam: float) -> torch.Tensor:
 
 
 def _scale(op, like: torch.Tensor) -> float:
-    """``||A^T A||`` by power iteration; a nonlinear operator's own bound ``norm_squared()`` on ``||J^T J||``."""
-    return normal_operator_norm(op, like) if is_linear(op) else float(op.norm_squared())
+    """``||A^T A||`` by power iteration; a nonlinear operator's own bound ``norm_squared()`` on ``||J^T J||``
+    (:func:`~learn2invert.operators.likelihood.operator_norm_squared`, which names an operator without one)."""
+    return normal_operator_norm(op, like) if is_linear(op) else operator_norm_squared(op, like)
 
 
 def _build_tasks(size: int, seed: int) -> list[Task]:

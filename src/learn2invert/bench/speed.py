@@ -194,9 +194,9 @@ def markdown_table(result: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["models"]:
         name = r["model"]
-        if "compiled" in r:
-            name += f" ({'compiled' if r['compiled'] else 'fell back to eager'}; warm-up {r['warmup_seconds']:.0f} s)"
-            name = name.replace(" (compiled) (", " (")
+        if "compiled" in r:  # "rim (compiled)" -> "rim (compiled; warm-up 73 s)" or "rim (fell back to eager; ...)"
+            state = "compiled" if r["compiled"] else "fell back to eager"
+            name = f"{name.removesuffix(COMPILED)} ({state}; warm-up {r['warmup_seconds']:.0f} s)"
         lines.append(f"| {name} | {r['parameters']:,} | {r['train_steps_per_s']:.2f} | {r['inference_ms_per_slice']:.1f} | "
                      f"{r['train_step_gflop']:.1f} | {r['achieved_gflops']:.1f} | {r['conv_limit_gflops']:.1f} ({r['conv_width']}) | "
                      f"{100 * r['share_of_limit']:.0f} % |")

@@ -158,18 +158,16 @@ def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+def _centred_fft2(z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Centred orthonormal (inverse) 2D FFT over the last two dims of a complex tensor."""
+    dims = (-2, -1)
+    transform = torch.fft.ifftn if inverse else torch.fft.fftn
+    return torch.fft.fftshift(transform(torch.fft.ifftshift(z, dim=dims), dim=dims, norm="ortho"), dim=dims)
+
+
 def _ifft2c(kspace: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal inverse 2D FFT over the last two dims of a complex tensor."""
-    dims = (-2, -1)
-    shifted = torch.fft.ifftshift(kspace, dim=dims)
-    return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=dims, norm="ortho"), dim=dims)
-
-
-def _fft2c(image: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal forward 2D FFT over the last two dims of a complex tensor (inverse of :func:`_ifft2c`)."""
-    dims = (-2, -1)
-    shifted = torch.fft.ifftshift(image, dim=dims)
-    return torch.fft.fftshift(torch.fft.fftn(shifted, dim=dims, norm="ortho"), dim=dims)
+    return _centred_fft2(kspace, inverse=True)
 
 
 def crop_coil_kspace(kspace: torch.Tensor, crop: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +186,7 @@ def crop_coil_kspace(kspace: torch.Tensor, crop: Sequence[int]) -> tuple[torch.T
         the image of undersampled k-space mixes measured and unmeasured columns).
     """
     coils = center_crop(_ifft2c(kspace), crop)
-    return coils, _fft2c(coils)
+    return coils, _centred_fft2(coils)
 
 
 def kspace_to_magnitude(kspace: torch.Tensor, crop_size: Sequence[int]) -> torch.Tensor:

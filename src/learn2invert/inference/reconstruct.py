@@ -43,7 +43,7 @@ from ..operators.base import check_finite
 from ..operators.fft import complex_abs
 from ..operators.likelihood import back_projection, is_linear
 from ..outputs import check_output_file
-from ..operators.generator import component_config, Measurement
+from ..operators.generator import component_config, Measurement, uses_own_coils
 from ..train.loop import resolve_device
 from ..train.validate import magnitude
 from .load import load_solver
@@ -358,6 +358,7 @@ def _full_magnitude(item: dict) -> torch.Tensor:
     coils = kspace_to_magnitude(kspace.movedim(0, 1), item["crop_size"])  # (C, 1, h, w) per coil
     return coils.pow(2).sum(dim=0).sqrt()
 
+
 def _within_field_of_view(item: dict, field_of_view: tuple[int, int]) -> dict:
     """A fastMRI item whose ``crop_size`` (and ``target``) are narrowed to fit ``field_of_view``
     ``(h, w)``, the crop an own-coils run measured; the item itself when its crop already fits."""
@@ -368,11 +369,6 @@ def _within_field_of_view(item: dict, field_of_view: tuple[int, int]) -> dict:
     if "target" in item:
         narrowed["target"] = center_crop(item["target"], crop)
     return narrowed
-
-
-def _is_own_coils_run(run: Run) -> bool:
-    """Whether the run was trained on multi-coil files' own coil k-space (``data.params.own_coils``)."""
-    return bool((run.config.get("data", {}).get("params") or {}).get("own_coils", False))
 
 
 def _own_coil_measurements(run: Run, items: list[dict], path: Path, seed: int) -> tuple[list[tuple], dict]:
@@ -441,7 +437,7 @@ def fastmri_measurements(run: Run, items: list[dict], path: Path, seed: int = 0)
         mask = sampled.reshape(1, 1, width)
         return [_masked_kspace(item, mask) for item in items], {"mask_source": "sampled columns"}
     # Fully sampled: undersample with the run's mask settings, one mask for the volume.
-    if _is_own_coils_run(run) and items[0]["kspace"].dim() == 4:  # (2, C, H, W): multi-coil
+    if uses_own_coils(run.config) and items[0]["kspace"].dim() == 4:  # (2, C, H, W): multi-coil
         return _own_coil_measurements(run, items, path, seed)
     height = items[0]["kspace"].shape[-2]
     operator = Measurement(run.config, (2, height, width))._batched_operator(1, torch.Generator().manual_seed(seed))
@@ -523,7 +519,7 @@ def _measurement(run: Run, shape: tuple[int, ...]) -> Measurement:
     An own-coils run (``data.params.own_coils``) is refused: its measurement undersamples
     measured coil k-space, which an image file does not hold (and no coil maps exist to simulate it).
     """
-    if _is_own_coils_run(run):
+    if uses_own_coils(run.config):
         raise ValueError("the run was trained on multi-coil fastMRI files' own coil k-space (data.params.own_coils): "
                          "it has no coil sensitivities to simulate a measurement of an image with --simulate; give "
                          "it a multi-coil fastMRI .h5 file (without --simulate)")

@@ -36,6 +36,11 @@ def _uniform(value, batch: int, generator: torch.Generator) -> torch.Tensor:
     return torch.full((batch,), float(value), dtype=torch.float64)
 
 
+def uses_own_coils(config: dict) -> bool:
+    """Whether ``data.params.own_coils`` asks for the items' own coil k-space to be undersampled."""
+    return bool((config.get("data", {}).get("params") or {}).get("own_coils", False))
+
+
 class Measurement:
     """Simulates ``y = A x + n`` for a batch, drawing per-sample physics where the config asks.
 
@@ -70,12 +75,11 @@ class Measurement:
         if name == "mri" and self.cfg["mask"] not in ("random", "equispaced", "gaussian"):
             raise ConfigError(f"config key 'operator.mask' must be random, equispaced or gaussian for MRI, got {self.cfg['mask']!r}")
         # Items carry their own coil k-space (data.params.own_coils): undersampled, not simulated.
-        data_params = config.get("data", {}).get("params", {})
-        self.own_coils = bool(data_params.get("own_coils", False))
+        self.own_coils = uses_own_coils(config)
         if self.own_coils:
             self._check_own_coils(name)
             # The solver's maps come from the same centre block as the truth's (FastMRIImages.coil_item).
-            self.acs_fraction = float(data_params.get("acs_fraction", ACS_FRACTION))
+            self.acs_fraction = float(config["data"]["params"].get("acs_fraction", ACS_FRACTION))
         if name == "mri":
             self._check_coil_params(dict(self.cfg["params"]))
         self.name = name
@@ -290,7 +294,7 @@ class OperatorMixture(Measurement):
         self.image_shape = tuple(image_shape)
         self.name, self.fixed, self.user_class = "mixture", None, None
         self.own_coils = False
-        if config.get("data", {}).get("params", {}).get("own_coils", False):
+        if uses_own_coils(config):
             raise ConfigError("config keys 'data.params.own_coils' and 'operator.mixture': the files' own coil "
                               "k-space is measured by one MRI operator; give operator.name: mri without a mixture")
         # per, labels and weights (> 0) were checked and filled in by load_config.
@@ -364,10 +368,8 @@ def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Ge
             raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
                              "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
         measurement = measurement.components[measurement.choose(batch_gen)]
-    if kspace is None:
-        parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
-    else:
-        parts = [measurement(x[k:k + 1], g, kspace=kspace[k:k + 1]) for k, g in enumerate(generators)]
+    parts = [measurement(x[k:k + 1], g, kspace=None if kspace is None else kspace[k:k + 1])
+             for k, g in enumerate(generators)]
     y = torch.cat([p[0] for p in parts])
     sigma = torch.cat([p[2] for p in parts])
     return y, concat_operators([p[1] for p in parts]), sigma

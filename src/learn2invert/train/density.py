@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write_text, load_model, load_train_state, save_model, save_train_state
+from ..operators.generator import uses_own_coils
 from .config import ConfigError
 from .datasets import build_dataset, empty_validation_message
 from .experiment import build_optimizer, build_solver
@@ -63,7 +64,7 @@ def train_density(config: dict, run_dir: Path, device: torch.device, resume: boo
     """Train ``config``'s flow by maximum likelihood into ``run_dir``; returns ``{"run_dir", "epochs"}``."""
     from .config import dump_config
 
-    if (config["data"].get("params") or {}).get("own_coils"):
+    if uses_own_coils(config):
         # Own-coils items are {image, kspace} for a measurement to undersample; a flow prior has no
         # measurement and learns images alone, which the same files give without own_coils.
         raise ConfigError("config keys 'data.params.own_coils' and 'loss.name: bits_per_dim': a flow prior learns "
