@@ -368,8 +368,10 @@ def measure(measurement: Measurement, x: torch.Tensor, generators: list[torch.Ge
             raise ValueError("an operator mixture with operator.per: batch draws one operator per batch: pass "
                              "measure(..., batch_gen=batch_generator(seed, epoch, batch_index))")
         measurement = measurement.components[measurement.choose(batch_gen)]
-    parts = [measurement(x[k:k + 1], g, kspace=None if kspace is None else kspace[k:k + 1])
-             for k, g in enumerate(generators)]
+    if kspace is None:  # any (x, generator) callable measures plain images
+        parts = [measurement(x[k:k + 1], g) for k, g in enumerate(generators)]
+    else:
+        parts = [measurement(x[k:k + 1], g, kspace=kspace[k:k + 1]) for k, g in enumerate(generators)]
     y = torch.cat([p[0] for p in parts])
     sigma = torch.cat([p[2] for p in parts])
     return y, concat_operators([p[1] for p in parts]), sigma

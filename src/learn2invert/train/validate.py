@@ -108,7 +108,10 @@ def score_dataset(solver, dataset: Dataset, measurement, device: torch.device, b
     for item in loader:
         x, kspace = split_item(item)  # kspace: the items' own coil k-space (data.params.own_coils), else None
         x = x.to(device)
-        y, op, sigma = measurement(x, generator, kspace=None if kspace is None else kspace.to(device))
+        if kspace is None:  # any (x, generator) callable measures plain images
+            y, op, sigma = measurement(x, generator)
+        else:
+            y, op, sigma = measurement(x, generator, kspace=kspace.to(device))
         iterates = solver(y, op, sigma=sigma, steps=steps)
         last.append(score_batch(iterates[-1], x, data_range))
         est, ref = magnitude(iterates[-1].detach()), magnitude(x)
