@@ -231,3 +231,20 @@ def test_precision_bench_times_fp32_and_bf16_steps(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["step_ms"]) == {"fp32", "bf16"} and all(v["median"] > 0 for v in result["step_ms"].values())
     assert "| bf16 |" in out.with_suffix(".md").read_text()
+
+
+def test_psnr_loss_is_minus_the_mean_per_image_psnr_up_to_a_constant():
+    from learn2invert.metrics import psnr
+    from learn2invert.train.losses import psnr_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(3, 1, 8, 8)
+    # a flat-ish error on one image and a large one on another: the MSE loss would follow the large one
+    estimate = target + torch.tensor([0.01, 0.2, 0.05]).view(3, 1, 1, 1) * torch.randn(3, 1, 8, 8)
+    per_image = psnr(estimate, target, data_range=1.0, reduction="none")
+    assert torch.allclose(psnr_loss(estimate, target), -per_image.mean(), atol=1e-4)
+    estimate.requires_grad_(True)
+    psnr_loss(estimate, target).backward()
+    # each image's gradient is scaled by 1/its MSE: the nearly right image gets the largest pull
+    norms = estimate.grad.flatten(1).norm(dim=1)
+    assert norms[0] > norms[2] > norms[1]

@@ -130,6 +130,7 @@ LOSSES = Registry("loss", "loss.name")
 LOSSES.register("mse", "learn2invert.train.losses:mse_loss", "mean squared error")
 LOSSES.register("l1", "learn2invert.train.losses:l1_loss", "mean absolute error")
 LOSSES.register("nmse", "learn2invert.train.losses:nmse_loss", "squared error normalised by the target's energy, per image")
+LOSSES.register("psnr", "learn2invert.train.losses:psnr_loss", "minus the mean per-image PSNR (dB), up to a constant")
 LOSSES.register("ssim", "learn2invert.train.losses:ssim_loss", "1 - SSIM of the magnitude images")
 LOSSES.register("bits_per_dim", "learn2invert.train.density:train_density",
                 "likelihood training of a density model (solver flow_density, no measurements): a flow prior")

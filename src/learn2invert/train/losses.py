@@ -29,6 +29,18 @@ def nmse_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean(((estimate - target) ** 2).sum(dims) / (target**2).sum(dims).clamp_min(1e-12))
 
 
+def psnr_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minus the mean per-image PSNR, up to a constant: the batch mean of ``10 log10(MSE_b)`` (dB).
+
+    The benchmarks report the mean of per-image PSNRs, in which a flat image's small error counts
+    as much as a textured image's large one; the MSE loss weighs images by their squared error
+    and so neglects the flat ones. The peak only adds a constant per image, so it is left out.
+    """
+    dims = tuple(range(1, target.dim()))
+    per_image = ((estimate - target) ** 2).mean(dims)
+    return torch.mean(10.0 * torch.log10(per_image + 1e-10))
+
+
 def ssim_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 - SSIM`` (7x7 uniform window, data range = target max per sample), differentiable."""
     if target.shape[1] == 2:
