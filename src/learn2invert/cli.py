@@ -175,12 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     rc = sub.add_parser("reconstruct",
-                        help="reconstruct your own file (image, NIfTI volume, fastMRI .h5) with a trained run",
+                        help="reconstruct your own file (image, NIfTI volume, DICOM image or series, fastMRI .h5) with a trained run",
                         description="l2i reconstruct RUN_DIR INPUT OUTPUT, or l2i reconstruct --pretrained NAME INPUT "
-                                    "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a measured CT sinogram (.npy), a clean image (also .dcm) "
-                                    "or NIfTI volume with --simulate, or a fastMRI single- or multi-coil .h5 (MRI "
+                                    "OUTPUT. INPUT: a measured image (denoising, blur, super-resolution), a measured CT sinogram (.npy), a clean image (also .dcm), "
+                                    "NIfTI volume or DICOM series (a folder of .dcm slices) with --simulate, or a fastMRI single- or multi-coil .h5 (MRI "
                                     "runs; a fully sampled one is undersampled with the run's masks first). OUTPUT: "
-                                    ".png or .npy for images, .nii/.nii.gz/.npy for volumes, .h5 for fastMRI files; a "
+                                    ".png or .npy for images, .nii/.nii.gz/.npy for volumes (and DICOM input, keeping its spacing), .h5 for fastMRI files; a "
                                     "<stem>_side_by_side.png is written beside it.")
     rc.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT OUTPUT",
                     help="a run folder of l2i train (left out with --pretrained), the input and the output file")

@@ -8,6 +8,12 @@ Three kinds of input:
   (seeded), reconstructed and scored against the file, slice by slice for volumes (a 2D slice,
   a 3D volume or one ``frame`` of a 4D series); a NIfTI estimate is written on the input's own
   voxel grid (axis order and affine), so it overlays on the input in a viewer;
+- **a DICOM series with** ``simulate=True``: a folder of ``.dcm`` slices (or a multi-frame
+  ``.dcm``) is read as one volume sorted along the slice normal
+  (:func:`~learn2invert.data.dicom.load_dicom_series`) and reconstructed slice by slice; a NIfTI
+  estimate carries the scan's voxel spacing and position in its affine. DICOM values are taken
+  after the rescale slope and intercept, and the pixel spacing of a ``.png`` / ``.npy`` output,
+  which cannot hold it, is printed;
 - **a fastMRI single-coil HDF5 file** for MRI runs: each slice's (undersampled) k-space is
   reconstructed and the result is written like a fastMRI submission. A file with a ``mask``
   (test split) is reconstructed with that mask; a fully sampled file (train / val split) is first
@@ -34,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from .. import metrics
+from ..data.dicom import DicomSeries, load_dicom_series, resolve_dicom_paths
 from ..data.fastmri import FastMRISingleCoil, center_crop, crop_coil_kspace, kspace_to_magnitude
 from ..data.image_folder import read_image
 from ..data.nifti import read_nifti, save_nifti
@@ -48,12 +55,12 @@ from ..train.loop import resolve_device
 from ..train.validate import magnitude
 from .load import load_solver
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")  # .dcm: one 2D DICOM image (pydicom)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")  # .dcm: a DICOM image (pydicom); multi-frame: a volume
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FASTMRI_SUFFIXES = (".h5",)
 SINOGRAM_SUFFIXES = (".npy",)
 OUTPUT_SUFFIXES = {"image": (".png", ".npy"), "nifti": NIFTI_SUFFIXES + (".npy",), "fastmri": (".h5",),
-                   "sinogram": (".png", ".npy")}
+                   "sinogram": (".png", ".npy"), "dicom_series": NIFTI_SUFFIXES + (".npy",)}
 # Operators whose measurement y is itself an image a user can hold in a file.
 IMAGE_MEASUREMENTS = ("denoising", "gaussian_blur", "super_resolution")
 # Operators built for one image size: the input must have exactly the run's image shape.
@@ -81,12 +88,14 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
 
     Args:
         run_dir: a folder written by ``l2i train``.
-        input_path: an image (PNG / JPEG / TIFF), a NIfTI file (``.nii``, ``.nii.gz``: a 2D
-            slice, a 3D volume or a 4D series, with ``simulate``) or a fastMRI single- or
-            multi-coil ``.h5`` file (MRI runs).
+        input_path: an image (PNG / JPEG / TIFF, or a DICOM ``.dcm``), a NIfTI file (``.nii``,
+            ``.nii.gz``: a 2D slice, a 3D volume or a 4D series, with ``simulate``), a folder of
+            DICOM slices of one series or a multi-frame ``.dcm`` (a volume, with ``simulate``), or
+            a fastMRI single- or multi-coil ``.h5`` file (MRI runs).
         output: ``.png`` or ``.npy`` for images, ``.nii`` / ``.nii.gz`` / ``.npy`` for volumes,
             ``.h5`` for fastMRI files. A NIfTI output has the input's shape, axis order and
-            affine (one 3D volume for a 4D series).
+            affine (one 3D volume for a 4D series); for DICOM input (also a single ``.dcm`` with
+            ``simulate``) the scan's voxel spacing and position (:class:`DicomSeries` ``.affine``).
         simulate: treat the input as the clean truth and simulate the run's measurement of it.
         seed: seed of the simulated physics and noise.
         axis: NIfTI volumes are reconstructed slice by slice along this voxel axis (0, 1, 2 of
@@ -100,7 +109,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             told to the solver instead of the run's ``operator.noise_sigma``; with ``simulate``
             it is also the noise that is simulated. Floored at 1e-3 like in training. Default:
             the run's config (the mean of a [low, high] range).
-        progress: a progress bar per slice of a fastMRI volume, and its notices printed (stdout).
+        progress: a progress bar per slice of a fastMRI volume, and its notices printed (stdout),
+            as are DICOM inputs' spacing notices.
 
     A run trained on an operator mixture (``operator.mixture``) reconstructs with the first
     operator of its list (its config's entry 0).
@@ -111,7 +121,11 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         files add ``"slices"``, ``"mask_source"`` (``"file"``, ``"retrospective"`` or
         ``"sampled columns"``) and, for a retrospectively undersampled file, ``"notice"`` (the
         printed line) and ``"acceleration"``; an own-coils run's fully sampled multi-coil file
-        adds ``"field_of_view"``, the ``(h, w)`` crop that was measured.
+        adds ``"field_of_view"``, the ``(h, w)`` crop that was measured. DICOM inputs add
+        ``"notice"`` (the printed line), ``"pixel_spacing_mm"`` ((row, column) of the output
+        image) or, for volumes, ``"spacing_mm"`` ((slice, row, column)), ``"slices"`` and
+        ``"order"``, and ``"value_range"``: the stored values (after the rescale slope and
+        intercept) mapped to [0, 1] for the solver.
 
     Raises:
         ValueError: naming the path for a missing run folder or input, an unsupported file
@@ -119,7 +133,10 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             cannot reconstruct (wrong size, non-image measurement without ``simulate``, a 4D
             series without ``frame``, ``simulate`` with a run trained on own coil k-space,
             ``data.params.own_coils``); an ``output`` that is a folder or cannot be written, a
-            negative ``sigma`` (both before the model is loaded); a run that is a flow prior.
+            negative ``sigma`` (both before the model is loaded); a run that is a flow prior; a
+            DICOM series (folder or multi-frame file) without ``simulate`` or to a ``.png``, a
+            folder without ``*.dcm`` files, and every bad DICOM file
+            :func:`~learn2invert.data.dicom.load_dicom_series` refuses (named with its folder).
 
     Warns:
         UserWarning: naming the file, once, when a grey run is given a colour image (it is
@@ -130,16 +147,30 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         raise ValueError(f"--sigma is the noise standard deviation of the input and must be a number >= 0, got {sigma!r}")
     if not run_dir.is_dir():
         raise ValueError(f"run folder {run_dir} does not exist")
-    if not input_path.is_file():
+    if input_path.is_dir():  # a folder is read as one DICOM series
+        try:
+            resolve_dicom_paths(input_path)
+        except ValueError:
+            raise ValueError(f"input {input_path} is a folder: a folder is read as one DICOM series, and it holds "
+                             "no *.dcm files") from None
+        kind = "dicom_series"
+    elif not input_path.is_file():
         raise ValueError(f"input file {input_path} does not exist")
-    kind = _file_kind(input_path)
+    else:
+        kind = _file_kind(input_path)
+    dicom = kind == "dicom_series" or input_path.suffix.lower() == ".dcm"
     if frame is not None and kind != "nifti":
         raise ValueError(f"frame={frame!r} chooses a volume of a 4D NIfTI series; {input_path} is not a NIfTI file")
     # Before the model is loaded: a folder given as OUTPUT, or a read-only folder, fails now in one line.
     check_output_file(output, example=f"estimate{OUTPUT_SUFFIXES[kind][0]}")
-    if not output.name.lower().endswith(OUTPUT_SUFFIXES[kind]):
-        raise ValueError(f"unsupported output file {output} for a {kind} input: expected one of "
-                         f"{', '.join(OUTPUT_SUFFIXES[kind])}")
+    allowed = OUTPUT_SUFFIXES[kind] + (NIFTI_SUFFIXES if kind == "image" and dicom else ())
+    if not output.name.lower().endswith(allowed):
+        raise ValueError(f"unsupported output file {output} for a {'DICOM' if dicom else kind} input: expected one of "
+                         f"{', '.join(allowed)}")
+    nifti_output = output.name.lower().endswith(NIFTI_SUFFIXES)
+    if dicom and not simulate and (kind == "dicom_series" or nifti_output):
+        raise ValueError(f"{input_path}: a DICOM {'series' if kind == 'dicom_series' else 'image written as NIfTI'} "
+                         "is taken as the clean truth; pass --simulate")
     solver, config, _, image_shape = load_solver(run_dir, resolve_device(device))
     if config["operator"].get("mixture"):  # a run trained on several operators reconstructs with its first one
         config = component_config(config, 0)
@@ -161,15 +192,23 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         if not simulate:
             raise ValueError(f"{input_path}: a NIfTI volume is taken as the clean truth; pass --simulate")
         return simulate_volume(run, input_path, output, seed, axis, frame)
+    if dicom and simulate:
+        series = load_dicom_series(input_path)  # a folder, a multi-frame file, or one slice
+        if kind == "dicom_series" or nifti_output or len(series.slices) > 1:
+            if not output.name.lower().endswith(OUTPUT_SUFFIXES["dicom_series"]):
+                raise ValueError(f"{input_path} is a volume of {len(series.slices)} DICOM frames: write it as one of "
+                                 f"{', '.join(OUTPUT_SUFFIXES['dicom_series'])}, not {output.name}")
+            return simulate_dicom_series(run, input_path, output, seed, series=series, progress=progress)
     if simulate:
-        return simulate_image(run, input_path, output, seed)
-    return reconstruct_measured_image(run, input_path, output)
+        return simulate_image(run, input_path, output, seed, progress=progress)
+    return reconstruct_measured_image(run, input_path, output, progress=progress)
 
 
 # ------------------------------------------------------------------------------------ the modes
 
-def reconstruct_measured_image(run: Run, path: Path, output: Path) -> dict:
-    """The image file is the measurement ``y`` of an image-to-image operator; no truth, no scores."""
+def reconstruct_measured_image(run: Run, path: Path, output: Path, progress: bool = True) -> dict:
+    """The image file is the measurement ``y`` of an image-to-image operator; no truth, no scores.
+    A DICOM file adds its spacing notice (printed with ``progress``; see :func:`_dicom_image_notice`)."""
     if run.operator == "ct":
         raise ValueError(
             f"{path}: a CT run reconstructs a measured sinogram given as .npy (float32, its units kept; an image "
@@ -179,12 +218,17 @@ def reconstruct_measured_image(run: Run, path: Path, output: Path) -> dict:
             f"the run's operator {run.operator!r} does not measure images, so {path} cannot be its measurement; "
             f"pass --simulate to treat {path} as the clean image and simulate the measurement "
             f"(image measurements: {', '.join(IMAGE_MEASUREMENTS)})")
-    y = _read_image(path, run)[None]  # (1, C, h, w); for super-resolution the low-resolution image
+    y, dicom = _read_image(path, run)
+    y = y[None]  # (1, C, h, w); for super-resolution the low-resolution image
     operator = Measurement(run.config, run.image_shape).fixed  # these operators work at any size
     estimate = _solve(run, y, operator, _config_sigma(run.config))
     _save_image(output, estimate[0])
     side = _side_by_side(output, [("input y", y[0]), ("estimate", estimate[0])], peak=1.0)
-    return {"output": str(output), "side_by_side": str(side)}
+    result = {"output": str(output), "side_by_side": str(side)}
+    if dicom:
+        zoom = y.shape[-2] / estimate.shape[-2], y.shape[-1] / estimate.shape[-1]  # super-resolution: finer pixels
+        result.update(_dicom_image_notice(path, output, dicom, zoom, progress))
+    return result
 
 
 def reconstruct_sinogram(run: Run, path: Path, output: Path) -> dict:
@@ -212,9 +256,11 @@ def reconstruct_sinogram(run: Run, path: Path, output: Path) -> dict:
     return {"output": str(output), "side_by_side": str(side)}
 
 
-def simulate_image(run: Run, path: Path, output: Path, seed: int) -> dict:
-    """The image file is the truth ``x``: simulate ``y``, reconstruct, score adjoint and estimate."""
-    x = _to_run_channels(_read_image(path, run), run)[None]  # (1, C, H, W)
+def simulate_image(run: Run, path: Path, output: Path, seed: int, progress: bool = True) -> dict:
+    """The image file is the truth ``x``: simulate ``y``, reconstruct, score adjoint and estimate.
+    A DICOM file adds its spacing notice (printed with ``progress``; see :func:`_dicom_image_notice`)."""
+    x, dicom = _read_image(path, run)
+    x = _to_run_channels(x, run)[None]  # (1, C, H, W)
     generator = torch.Generator().manual_seed(seed)
     adjoint, estimate, title = _simulate_and_solve(run, _measurement(run, tuple(x.shape[1:])), x, generator)
     _save_image(output, estimate[0])
@@ -223,7 +269,10 @@ def simulate_image(run: Run, path: Path, output: Path, seed: int) -> dict:
     data_range = run.config["data"]["data_range"]
     scores = {name: _scores(magnitude(img), magnitude(x), data_range)
               for name, img in (("adjoint", adjoint), ("estimate", estimate))}
-    return {"output": str(output), "side_by_side": str(side), "metrics": scores}
+    result = {"output": str(output), "side_by_side": str(side), "metrics": scores}
+    if dicom:
+        result.update(_dicom_image_notice(path, output, dicom, (1.0, 1.0), progress))
+    return result
 
 
 def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, frame: int | None = None) -> dict:
@@ -247,24 +296,52 @@ def simulate_volume(run: Run, path: Path, output: Path, seed: int, axis: int, fr
     if peak <= 0:
         raise ValueError(f"{path}: the volume is all zeros")
     slices = _to_run_channels(volume / peak, run).movedim(axis + 1, 0)  # (N, C, h, w)
-    measurement = _measurement(run, tuple(slices.shape[1:]))
-    generator = torch.Generator().manual_seed(seed)
-    adjoints, estimates, titles = zip(*(_simulate_and_solve(run, measurement, s[None], generator) for s in slices))
-    adjoint, estimate = torch.cat(adjoints), torch.cat(estimates)  # (N, C, h, w)
+    adjoint, estimate, title = _simulate_slices(run, slices, seed)
     if output.suffix.lower() == ".npy":
         np.save(output, (estimate * peak).numpy())  # raw (N, C, h, w) slices in the file's units
     else:
         save_nifti(output, (magnitude(estimate)[:, 0] * peak).movedim(0, axis), like=nifti)
-    middle = len(slices) // 2
-    side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle], titles[0]),
-                         peak=float(magnitude(slices[middle][None]).max()))
+    return _volume_result(run, output, slices, adjoint, estimate, title)
 
-    def as_volume(t: torch.Tensor) -> torch.Tensor:  # (N, C, h, w) -> (1, 1, N, h, w) magnitude volume
-        return magnitude(t).movedim(0, 1)[None]
 
-    scores = {name: _scores(as_volume(img), as_volume(slices), run.config["data"]["data_range"])
-              for name, img in (("adjoint", adjoint), ("estimate", estimate))}
-    return {"output": str(output), "side_by_side": str(side), "metrics": scores}
+def simulate_dicom_series(run: Run, path: Path, output: Path, seed: int, series: DicomSeries | None = None,
+                          progress: bool = True) -> dict:
+    """A DICOM series (a folder of slices, or a multi-frame file) is the truth: simulate and
+    reconstruct each slice.
+
+    The volume ``(N, H, W)`` in stored units (each slice's rescale slope and intercept applied) is
+    mapped to [0, 1] by its minimum and maximum, as :class:`~learn2invert.data.DicomImages` does
+    for training, slices sorted along the slice normal (:func:`load_dicom_series`). The estimate's
+    magnitude ``(N, H, W)`` is mapped back to the stored units and written as ``.npy`` or as NIfTI
+    with the series' affine (voxel spacing and position: :meth:`DicomSeries.save_nifti`). A
+    notice (printed with ``progress``) gives the slice order, the spacing and the value range.
+    """
+    if run.image_shape[0] == 3:
+        raise ValueError(f"the run reconstructs RGB images; {path} is a volume of grey slices")
+    series = load_dicom_series(path) if series is None else series
+    low, high = float(series.volume.min()), float(series.volume.max())
+    if high <= low:
+        raise ValueError(f"{path}: the series is constant ({low}); nothing to reconstruct")
+    truth = torch.from_numpy((series.volume - low) / (high - low)).float()  # (N, H, W) in [0, 1]
+    slices = _to_run_channels(truth[None], run).movedim(1, 0)  # (N, C, H, W)
+    adjoint, estimate, title = _simulate_slices(run, slices, seed)
+    values = magnitude(estimate)[:, 0].double().numpy() * (high - low) + low  # (N, H, W), stored units
+    nifti_output = output.name.lower().endswith(NIFTI_SUFFIXES)
+    if nifti_output:
+        series.save_nifti(output, values)
+    else:
+        np.save(output, values.astype(np.float32))
+    result = _volume_result(run, output, slices, adjoint, estimate, title)
+    spacing = " x ".join(f"{s:g}" for s in series.spacing)
+    notice = (f"{path.name}: {len(series.slices)} slice(s) sorted by {series.order}, voxel spacing {spacing} mm "
+              f"(slice, row, column), values {low:g} to {high:g} (after RescaleSlope / RescaleIntercept) mapped to "
+              f"[0, 1] for the solver and back for {output.name}; "
+              + ("its affine keeps the spacing and position" if nifti_output
+                 else f"{output.name} does not store the spacing (write .nii.gz to keep it)"))
+    if progress:
+        tqdm.write(notice)
+    return {**result, "notice": notice, "spacing_mm": list(series.spacing), "slices": len(series.slices),
+            "order": series.order, "value_range": [low, high]}
 
 
 def reconstruct_fastmri(run: Run, path: Path, output: Path, seed: int = 0, progress: bool = True) -> dict:
@@ -479,15 +556,32 @@ def _config_sigma(config: dict) -> float:
     return max(sigma, 1e-3)
 
 
-def _read_image(path: Path, run: Run) -> torch.Tensor:
-    """Image file -> (C, H, W) in [0, 1], grey or RGB as the run's images; a colour photo made
-    grey for a grey run warns (naming the file), and NaN / Inf pixels are refused. A DICOM image
-    (rescale slope and intercept applied) is scaled to [0, 1] by its minimum and maximum."""
+def _read_image(path: Path, run: Run) -> tuple[torch.Tensor, dict]:
+    """Image file -> ((C, H, W) in [0, 1], DICOM facts), grey or RGB as the run's images; a colour
+    photo made grey for a grey run warns (naming the file), and NaN / Inf pixels are refused. A
+    DICOM image (rescale slope and intercept applied) is scaled to [0, 1] by its minimum and
+    maximum; its facts are ``{"pixel_spacing_mm": (row, column), "value_range": (min, max)}``
+    (``{}`` for other files)."""
     if path.suffix.lower() == ".dcm":
         from ..data.dicom import DicomImages
 
-        return DicomImages(path, complex=False)[0]
-    return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3, warn_colour=True))
+        images = DicomImages(path, complex=False)
+        return images[0], {"pixel_spacing_mm": images.pixel_spacing[0], "value_range": images.value_range[0]}
+    return torch.from_numpy(read_image(path, grey=run.image_shape[0] != 3, warn_colour=True)), {}
+
+
+def _dicom_image_notice(path: Path, output: Path, facts: dict, zoom: tuple[float, float], progress: bool) -> dict:
+    """The line that says what a ``.png`` / ``.npy`` estimate of a DICOM image cannot hold: its
+    pixel spacing in mm (the input's times ``zoom``, the input / output size ratio per axis) and
+    the stored values mapped to [0, 1]; printed with ``progress``. Returns the result keys."""
+    row, column = (s * z for s, z in zip(facts["pixel_spacing_mm"], zoom))
+    low, high = facts["value_range"]
+    notice = (f"{path.name}: pixel spacing {row:g} x {column:g} mm (row, column) and values {low:g} to {high:g} "
+              f"(after RescaleSlope / RescaleIntercept), mapped to [0, 1]; {output.name} stores neither "
+              "(with --simulate, write .nii.gz to keep the spacing)")
+    if progress:
+        tqdm.write(notice)
+    return {"notice": notice, "pixel_spacing_mm": [row, column], "value_range": [low, high]}
 
 
 def _to_run_channels(x: torch.Tensor, run: Run) -> torch.Tensor:
@@ -538,6 +632,30 @@ def _simulate_and_solve(run: Run, measurement: Measurement, x: torch.Tensor,
     y, operator, sigma = measurement(x.to(run.device), generator)
     title = "adjoint A^T y" if is_linear(operator) else "A_dagger(y)"
     return back_projection(operator, y).cpu(), _solve(run, y, operator, sigma), title
+
+
+def _simulate_slices(run: Run, slices: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Truth slices ``(N, C, h, w)`` -> (back-projections, estimates) ``(N, C, h, w)`` and the
+    back-projection's panel title: each slice measured in turn from one generator seeded ``seed``."""
+    measurement = _measurement(run, tuple(slices.shape[1:]))
+    generator = torch.Generator().manual_seed(seed)
+    adjoints, estimates, titles = zip(*(_simulate_and_solve(run, measurement, s[None], generator) for s in slices))
+    return torch.cat(adjoints), torch.cat(estimates), titles[0]
+
+
+def _volume_result(run: Run, output: Path, slices: torch.Tensor, adjoint: torch.Tensor, estimate: torch.Tensor,
+                   title: str) -> dict:
+    """The middle slice's side-by-side figure and volume scores of ``(N, C, h, w)`` slices."""
+    middle = len(slices) // 2
+    side = _side_by_side(output, _comparison_panels(adjoint[middle], estimate[middle], slices[middle], title),
+                         peak=float(magnitude(slices[middle][None]).max()))
+
+    def as_volume(t: torch.Tensor) -> torch.Tensor:  # (N, C, h, w) -> (1, 1, N, h, w) magnitude volume
+        return magnitude(t).movedim(0, 1)[None]
+
+    scores = {name: _scores(as_volume(img), as_volume(slices), run.config["data"]["data_range"])
+              for name, img in (("adjoint", adjoint), ("estimate", estimate))}
+    return {"output": str(output), "side_by_side": str(side), "metrics": scores}
 
 
 @torch.no_grad()
@@ -658,5 +776,6 @@ def _side_by_side(output: Path, panels: list[tuple[str, torch.Tensor]], peak: fl
     return path
 
 
-__all__ = ["reconstruct", "reconstruct_measured_image", "reconstruct_sinogram", "simulate_image", "simulate_volume", "reconstruct_fastmri",
+__all__ = ["reconstruct", "reconstruct_measured_image", "reconstruct_sinogram", "simulate_image", "simulate_volume",
+           "simulate_dicom_series", "reconstruct_fastmri",
            "fastmri_measurements", "side_by_side_path"]
