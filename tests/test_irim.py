@@ -1,4 +1,5 @@
 """The i-RIM solver: iterates, invertible training equal to autograd, memory, errors, and its benchmark."""
+import copy
 import json
 from pathlib import Path
 import warnings
@@ -180,6 +181,28 @@ def test_speed_bench_times_a_compiled_twin_and_says_whether_compiling_worked(mon
     assert compiled["train_step_gflop"] == eager["train_step_gflop"] and compiled["warmup_seconds"] > 0
     expected = "| irim (compiled; warm-up" if works else "| irim (fell back to eager; warm-up"
     assert expected in speed.markdown_table(result)
+
+
+def test_speed_bench_times_a_channels_last_twin_that_computes_the_same(monkeypatch):
+    from learn2invert.bench import speed
+
+    tiny = {"architecture": "mri", "steps": 2, "conv_channels": 4, "hidden_channels": 4}
+    monkeypatch.setattr(speed, "MODELS", {"rim": ({"name": "rim", "params": tiny}, 4)})
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    result = speed.measure(size=8, batch=2, repeats=1, data_config=smoke, channels_last=True)
+    eager, twin = result["models"]
+    assert twin["model"] == "rim (channels-last)" and twin["train_step_gflop"] == eager["train_step_gflop"]
+    assert "| rim (channels-last) |" in speed.markdown_table(result)
+    # the twin's layout reaches its convolutions, and it computes what the eager model does
+    from learn2invert.train.experiment import build_solver
+
+    torch.manual_seed(0)
+    model = build_solver({"solver": speed.MODELS["rim"][0]}, (2, 8, 8))
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in last.parameters())
+    y, op, _ = speed._problem(2, 8)
+    torch.testing.assert_close(last(y, op, sigma=0.01)[-1], model(y, op, sigma=0.01)[-1], rtol=1e-5, atol=1e-6)
 
 
 def test_flop_count_of_a_convolution_matches_the_formula():

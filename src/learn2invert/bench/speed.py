@@ -16,7 +16,10 @@ For each model, at the sizes of the shipped/pretrained MRI configs (``configs/pr
 - with ``--compile``, each model also as ``train.compile: true`` trains it (``torch.compile``
   through :class:`~learn2invert.train.precision.CompiledOrEager`, a copy with the same weights),
   timed in the same rounds, with its compile time (the warm-up call) and whether compiling
-  worked or fell back to eager. Its FLOPs are the eager model's (the same arithmetic).
+  worked or fell back to eager. Its FLOPs are the eager model's (the same arithmetic);
+- with ``--channels-last``, each model also with its weights in channels-last memory format (a
+  copy with the same weights; PyTorch's CPU convolutions then compute and return channels-last
+  tensors, which the element-wise ops keep), timed in the same rounds.
 
 Writes JSON and a Markdown table.
 """
@@ -105,13 +108,14 @@ def _data_seconds(config_path: str | Path | None, batch: int, repeats: int) -> t
 
 
 COMPILED = " (compiled)"
+CHANNELS_LAST = " (channels-last)"
 
 
 def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | None = None,
-            data_config: str | Path | None = None, compile: bool = False) -> dict:
+            data_config: str | Path | None = None, compile: bool = False, channels_last: bool = False) -> dict:
     """Time, count and compare the models (see the module docstring); ``data_config`` is the
     config whose batches are drawn for the data share (default: the shipped ``mri_irim``'s);
-    ``compile`` adds each model's ``torch.compile`` twin."""
+    ``compile`` adds each model's ``torch.compile`` twin, ``channels_last`` its channels-last twin."""
     import copy
 
     from ..train.experiment import build_solver
@@ -129,6 +133,9 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
         if compile:
             twin = models[name + COMPILED] = copy.deepcopy(models[name])
             calls[name + COMPILED] = CompiledOrEager(twin)
+        if channels_last:
+            twin = models[name + CHANNELS_LAST] = copy.deepcopy(models[name]).to(memory_format=torch.channels_last)
+            calls[name + CHANNELS_LAST] = twin
     names = list(models)
     for name in names:
         optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=1e-4)
@@ -151,7 +158,7 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
     for round_ in range(repeats + 1):  # round 0 is the warm-up (compiling), and counts the FLOPs
         for name in names:
             models[name].train()
-            if not round_ and not name.endswith(COMPILED):
+            if not round_ and not name.endswith((COMPILED, CHANNELS_LAST)):
                 flops[name] = count_flops(lambda: train_step(name))
             t = _seconds(lambda: train_step(name))
             models[name].eval()
@@ -168,12 +175,12 @@ def measure(size: int = 64, batch: int = 4, repeats: int = 3, only: list[str] | 
     limit_gflops = {w: limits[w].flops / statistics.median(t) / 1e9 for w, t in limit_times.items()}
     records = []
     for name in names:
-        base = name.removesuffix(COMPILED)
+        base = name.removesuffix(COMPILED).removesuffix(CHANNELS_LAST)
         model, width, count = models[name], MODELS[base][1], flops[base]
         train_s, infer_s = statistics.median(train_times[name]), statistics.median(infer_times[name])
         gflops = count.total / train_s / 1e9
         compiled = {}
-        if name != base:  # did torch.compile run, or did CompiledOrEager fall back to eager?
+        if name.endswith(COMPILED):  # did torch.compile run, or did CompiledOrEager fall back to eager?
             compiled = {"compiled": calls[name].active, "warmup_seconds": warmup[name]}
         records.append({"model": name, "image_size": size, "batch": batch, **compiled,
                         "parameters": sum(p.numel() for p in model.parameters()),
@@ -216,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS), help="measure only these models")
     parser.add_argument("--compile", action="store_true",
                         help="also time each model under torch.compile (train.compile: true), in the same rounds")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time each model with its weights in channels-last memory format, in the same rounds")
     parser.add_argument("--json", default="runs/bench/speed.json", help="output JSON (a .md is written next to it; docs/: --json docs/benchmarks/speed.json)")
     args = parser.parse_args(argv)
-    result = measure(args.size, args.batch, args.repeats, args.only, compile=args.compile)
+    result = measure(args.size, args.batch, args.repeats, args.only, compile=args.compile,
+                     channels_last=args.channels_last)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
