@@ -5,7 +5,7 @@ from .image_folder import ImageFolder
 from ..operators.phase import smooth_phase
 from .brain import BrainPatches3D, BrainSlices, load_mni152, split_slice_indices
 from .brain_mix import BrainSliceMix
-from .dicom import DicomImages, read_dicom
+from .dicom import DicomImages, read_dicom, read_dicom_series
 from .fastmri import FastMRIImages, FastMRISingleCoil, fastmri_crop_size, kspace_to_magnitude, parse_ismrmrd_header
 from .nifti import NiftiSlices, load_nifti, save_nifti
 from .skipping import SkipBadFiles
@@ -17,7 +17,7 @@ __all__ = [
     "EllipsesDataset", "random_ellipses", "shepp_logan",
     "BrainSlices", "BrainPatches3D", "BrainSliceMix", "load_mni152", "split_slice_indices", "smooth_phase",
     # your own files
-    "ImageFolder", "DicomImages", "read_dicom", "NiftiSlices", "load_nifti", "save_nifti",
+    "ImageFolder", "DicomImages", "read_dicom", "read_dicom_series", "NiftiSlices", "load_nifti", "save_nifti",
     "FastMRIImages", "FastMRISingleCoil", "MultiCoilSlices", "kspace_to_magnitude", "fastmri_crop_size",
     "parse_ismrmrd_header", "SkipBadFiles",
 ]
