@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from .brain import center_crop_or_pad
 
 __all__ = ["DicomImages", "DicomSeries", "load_dicom_series", "read_dicom", "read_dicom_series",
-           "resolve_dicom_paths", "resolve_dicom_series"]
+           "resolve_dicom_paths", "resolve_dicom_series", "to_unit_range"]
 
 PYDICOM_PREFIX = "pydicom:"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -421,6 +421,17 @@ def read_dicom_series(root: str | Path) -> tuple[np.ndarray, tuple[float, float,
     return series.volume, series.spacing
 
 
+def to_unit_range(values: np.ndarray, path: str | Path,
+                  what: str = "image") -> tuple[torch.Tensor, tuple[float, float]]:
+    """Stored values (any shape) mapped to [0, 1] by their minimum and maximum: float32 tensor
+    and ``(minimum, maximum)``, the values mapped to 0 and 1. A constant ``what`` (image, series)
+    is a ValueError naming ``path``."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        raise ValueError(f"{path}: the {what} is constant ({low}); nothing to reconstruct")
+    return torch.from_numpy((values - low) / (high - low)).float(), (low, high)
+
+
 # ------------------------------------------------------------------------------------ dataset
 
 class DicomImages(Dataset):
@@ -461,13 +472,11 @@ class DicomImages(Dataset):
         self.images, self.pixel_spacing, self.value_range = [], [], []
         for path in self.paths:
             image, spacing = read_dicom_series(path) if series else read_dicom(path)
-            low, high = float(image.min()), float(image.max())
-            if high <= low:
-                raise ValueError(f"{path}: the image is constant ({low}); nothing to reconstruct")
-            tensor = torch.from_numpy((image - low) / (high - low)).float()[None]
+            tensor, value_range = to_unit_range(image, path)
+            tensor = tensor[None]
             self.images.append(center_crop_or_pad(tensor, self.size) if self.size is not None else tensor)
             self.pixel_spacing.append(spacing)
-            self.value_range.append((low, high))
+            self.value_range.append(value_range)
 
     def __len__(self) -> int:
         return len(self.images) * self.repeats

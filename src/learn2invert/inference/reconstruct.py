@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from .. import metrics
-from ..data.dicom import DicomSeries, load_dicom_series, resolve_dicom_paths
+from ..data.dicom import DicomSeries, load_dicom_series, resolve_dicom_paths, to_unit_range
 from ..data.fastmri import FastMRISingleCoil, center_crop, crop_coil_kspace, kspace_to_magnitude
 from ..data.image_folder import read_image
 from ..data.nifti import read_nifti, save_nifti
@@ -319,10 +319,7 @@ def simulate_dicom_series(run: Run, path: Path, output: Path, seed: int, series:
     if run.image_shape[0] == 3:
         raise ValueError(f"the run reconstructs RGB images; {path} is a volume of grey slices")
     series = load_dicom_series(path) if series is None else series
-    low, high = float(series.volume.min()), float(series.volume.max())
-    if high <= low:
-        raise ValueError(f"{path}: the series is constant ({low}); nothing to reconstruct")
-    truth = torch.from_numpy((series.volume - low) / (high - low)).float()  # (N, H, W) in [0, 1]
+    truth, (low, high) = to_unit_range(series.volume, path, "series")  # (N, H, W) in [0, 1]
     slices = _to_run_channels(truth[None], run).movedim(1, 0)  # (N, C, H, W)
     adjoint, estimate, title = _simulate_slices(run, slices, seed)
     values = magnitude(estimate)[:, 0].double().numpy() * (high - low) + low  # (N, H, W), stored units
