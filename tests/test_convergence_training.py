@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from learn2invert.train import loop
-from learn2invert.checkpoint import read_safetensors
+from learn2invert.checkpoint import read_safetensors, read_train_state
 from learn2invert.train.experiment import warmup_cosine
 from learn2invert.inference import load_solver
 
@@ -55,6 +55,23 @@ def test_resume_mid_epoch_reaches_the_uninterrupted_weights(tmp_path):
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=0, atol=1e-6), key
+
+
+def test_resume_with_a_lower_learning_rate_trains_at_it(tmp_path):
+    # Both the optimiser and the scheduler save the peak rate; the resumed run's config must win,
+    # or "resume with a lower train.optimizer.lr" silently trains at the old one.
+    settings = TINY + ("train.val_every=2", "train.schedule={name: warmup_cosine, warmup_steps: 2}")
+    loop.train(SMOKE, tmp_path / "cut", overrides=settings + ("train.max_steps=4",), show_progress=False)
+    loop.train(None, tmp_path / "cut", overrides=("train.max_steps=8", "train.optimizer.lr=0.0001"), resume=True,
+               show_progress=False)
+    loop.train(SMOKE, tmp_path / "low", overrides=settings + ("train.max_steps=8", "train.optimizer.lr=0.0001"),
+               show_progress=False)
+    resumed = read_train_state(tmp_path / "cut" / "train_state.safetensors")
+    fresh = read_train_state(tmp_path / "low" / "train_state.safetensors")
+    for a, b in zip(resumed["optimizer"]["param_groups"], fresh["optimizer"]["param_groups"]):
+        assert a["initial_lr"] == b["initial_lr"] == pytest.approx(1e-4)
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-12) and a["lr"] < 1e-4
+    assert resumed["scheduler"]["base_lrs"] == fresh["scheduler"]["base_lrs"]
 
 
 def test_patience_stops_when_the_validation_loss_stops_falling(tmp_path):

@@ -277,10 +277,25 @@ def read_train_state(path: str | Path) -> dict:
 
 def apply_train_state(saved: dict, optimizer: torch.optim.Optimizer, scheduler: Any,
                       scaler: torch.amp.GradScaler | None = None) -> dict:
-    """Put what :func:`read_train_state` returned into the optimiser, scheduler and scaler; returns ``progress``."""
+    """Put what :func:`read_train_state` returned into the optimiser, scheduler and scaler; returns ``progress``.
+
+    The peak learning rates stay those the optimiser was built with (the config's
+    ``train.optimizer.lr``), not the saved ones: a run resumed with a lower ``lr`` trains at it,
+    at the point of its schedule where the run stopped. Loading the state dicts alone would bring
+    the old rate back, because both the optimiser and the scheduler save it.
+    """
+    peak_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     optimizer.load_state_dict(saved["optimizer"])
     if scheduler is not None and saved["scheduler"] is not None:
         scheduler.load_state_dict(saved["scheduler"])
+    for group, peak in zip(optimizer.param_groups, peak_lrs):
+        saved_peak = group.get("initial_lr", group["lr"])
+        if saved_peak != peak:
+            group["lr"] *= peak / saved_peak  # the schedules are multiplicative in the peak rate
+            if "initial_lr" in group:
+                group["initial_lr"] = peak
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = peak_lrs
     if scaler is not None and scaler.is_enabled() and saved.get("scaler") is not None:
         scaler.load_state_dict(saved["scaler"])
     return saved["progress"]
