@@ -57,9 +57,9 @@ def _solvers(channels: int) -> dict:
         return build().eval()
     prox = lambda: ResNetProx(channels, features=8)  # noqa: E731
     return {
-        "unrolled, absolute": seeded(lambda: UnrolledProximalGradient([prox()], folds=4)),
+        "unrolled, absolute": seeded(lambda: UnrolledProximalGradient([prox()], folds=4, step_units="absolute")),
         "unrolled, lipschitz": seeded(lambda: UnrolledProximalGradient([prox()], folds=4, step_units="lipschitz")),
-        "deq4ip, absolute": seeded(lambda: DEQ4IP(channels, depth=4, features=8)),
+        "deq4ip, absolute": seeded(lambda: DEQ4IP(channels, depth=4, features=8, step_units="absolute")),
         "deq4ip, lipschitz": seeded(lambda: DEQ4IP(channels, depth=4, features=8, step_units="lipschitz")),
         "i-rim, scaled_adjoint": seeded(lambda: IRIM(channels=channels, steps=2, state_channels=max(4, channels),
                                                       hidden_channels=8, downsampling=(1, 2), init="scaled_adjoint")),

@@ -155,24 +155,42 @@ def start_quality(name):
     c = float(torch.sum(aty * x) / torch.sum(aty * aty))  # least-squares scale: the adjoint at its best
     torch.manual_seed(0)
     prox = ResNetProx(1, features=4)
-    scaled = UnrolledProximalGradient([prox], folds=4, step_units="lipschitz").eval()
-    absolute = UnrolledProximalGradient([prox], folds=4).eval()
+    default = UnrolledProximalGradient([prox], folds=4).eval()  # Lipschitz units unless told otherwise
+    absolute = UnrolledProximalGradient([prox], folds=4, step_units="absolute").eval()
     with torch.no_grad():
-        q = {"adjoint": _mse(c * aty, x), "lipschitz": _mse(scaled(y, op)[-1], x),
+        q = {"adjoint": _mse(c * aty, x), "lipschitz": _mse(default(y, op)[-1], x),
              "absolute": _mse(absolute(y, op)[-1], x)}
         torch.manual_seed(0)
-        q["deq4ip_lipschitz"] = _mse(DEQ4IP(1, depth=4, features=8, step_units="lipschitz").eval()(y, op)[-1], x)
+        q["deq4ip_lipschitz"] = _mse(DEQ4IP(1, depth=4, features=8).eval()(y, op)[-1], x)
         irim = IRIM(channels=1, steps=2, state_channels=4, hidden_channels=4, downsampling=(1, 2), init="scaled_adjoint")
         q["irim_scaled_adjoint"] = _mse(irim(y, op)[-1], x)
     return q
 
 
 @pytest.mark.parametrize("name", ["ct", "random_projection"])
-def test_untrained_solvers_start_near_the_adjoint_with_lipschitz_steps(name):
+def test_untrained_solvers_start_near_the_adjoint_by_default(name):
     q = start_quality(name)
     for key in ("lipschitz", "deq4ip_lipschitz", "irim_scaled_adjoint"):
         assert q[key] < 2 * q["adjoint"], (key, q)
     assert q["absolute"] > 1e3 * q["adjoint"], q  # what step_init = 1 in absolute units gives there
+
+
+def test_new_runs_record_lipschitz_units_and_older_runs_load_in_absolute_ones(tmp_path):
+    # Raw N(0, 1) projections (||A||^2 about 2.6 here): the two units give different outputs.
+    overrides = ("solver={name: unrolled, params: {prox: resnet, folds: 2, init: adjoint, prox_params: {features: 4}}}",
+                 "data.train_length=8", "data.val_length=4", "data.patch_size=8", "train.batch_size=4",
+                 "train.max_steps=1")
+    assert load_config(SMOKE, overrides)["solver"]["params"]["step_units"] == "lipschitz"
+    run = tmp_path / "run"
+    loop.train(SMOKE, run, overrides=overrides, show_progress=False)
+    assert "step_units: lipschitz" in (run / "config.yaml").read_text()  # the folder says what its weights expect
+    from learn2invert.inference import load_solver
+    assert load_solver(run)[0].step_units == "lipschitz"
+    # A run saved before Lipschitz units were the default has no key: it was trained in absolute units.
+    old = (run / "config.yaml").read_text().replace("step_units: lipschitz", "")
+    (run / "config.yaml").write_text(old)
+    assert "step_units" not in old and load_solver(run)[0].step_units == "absolute"
+    assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["step_units"] == "absolute"
 
 
 def test_normalised_operators_keep_factor_one_and_norms_are_cached():
@@ -182,12 +200,12 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     y = mri.A(x)
     torch.manual_seed(0)
     prox = ResNetProx(2, features=4)
-    a = UnrolledProximalGradient([prox], folds=3)(y, mri)
-    b = UnrolledProximalGradient([prox], folds=3, step_units="lipschitz")(y, mri)
+    a = UnrolledProximalGradient([prox], folds=3, step_units="absolute")(y, mri)
+    b = UnrolledProximalGradient([prox], folds=3)(y, mri)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     torch.manual_seed(0)
-    deq = DEQ4IP(2, depth=3, features=4).eval()
-    deq_lipschitz = DEQ4IP(2, depth=3, features=4, step_units="lipschitz").eval()
+    deq = DEQ4IP(2, depth=3, features=4, step_units="absolute").eval()
+    deq_lipschitz = DEQ4IP(2, depth=3, features=4).eval()
     deq_lipschitz.load_state_dict(deq.state_dict())
     with torch.no_grad():
         assert torch.equal(deq(y, mri)[-1], deq_lipschitz(y, mri)[-1])

@@ -28,7 +28,7 @@ def test_dncnn_parameter_count_matches_the_luser_paper():
 @pytest.mark.parametrize("prox", [ResNetProx(3, features=8), UNetProx(3, features=4, depth=2), DnCNN(3, depth=4, features=8)])
 def test_untrained_prox_is_identity_so_solver_is_gradient_descent(prox):
     x, y, op = _blur_problem()
-    solver = UnrolledProximalGradient([prox], folds=3, step_init=1.0, init="measurement").eval()
+    solver = UnrolledProximalGradient([prox], folds=3, step_init=1.0, init="measurement", step_units="absolute").eval()
     out = solver(y, op)
     assert len(out) == 3
     expected = y
@@ -39,7 +39,8 @@ def test_untrained_prox_is_identity_so_solver_is_gradient_descent(prox):
 
 def test_last_prox_false_ends_on_the_data_step_and_shared_weights_use_one_module():
     x, y, op = _blur_problem()
-    shared = unrolled_solver(3, prox="resnet", folds=4, shared=True, prox_params={"features": 8}, init="measurement")
+    shared = unrolled_solver(3, prox="resnet", folds=4, shared=True, prox_params={"features": 8}, init="measurement",
+                            step_units="absolute")
     untied = unrolled_solver(3, prox="resnet", folds=4, prox_params={"features": 8}, init="measurement")
     assert sum(p.numel() for p in untied.parameters()) - 4 == 4 * (sum(p.numel() for p in shared.parameters()) - 4)
     torch.nn.init.normal_(shared.prox[0].net[-1].weight, std=0.1)  # make the prox do something

@@ -56,7 +56,7 @@ def load_solver(run_dir: str | Path, device: str | torch.device = "cpu",
     """
     run_dir = Path(run_dir)
     path = weights_file(run_dir, weights)
-    config = load_config(run_dir / CONFIG_FILE)
+    config = load_config(run_dir / CONFIG_FILE, saved=True)
     check_reconstruction_run(config, run_dir)
     image_shape = _image_shape(config)
     solver = build_solver(without_initial_weights(config), image_shape)

@@ -234,7 +234,7 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
     The operator's own ``norm_squared()`` where it knows it exactly (orthonormal FFTs, masks,
     the identity); else the largest eigenvalue of ``A^T A`` by power iteration on a random batch
     shaped like ``x_like`` (the largest over its samples, so per-sample physics works too),
-    cached per operator object, batch shape and dtype. Linear operators only, unless they
+    cached per operator object, batch shape and dtype (0 for an empty batch). Linear operators only, unless they
     report it.
     """
     known = getattr(operator, "norm_squared", None)
@@ -250,7 +250,8 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
         cache = {}
     if key not in cache:
         with torch.no_grad():
-            cache[key] = float(normal_norm_per_sample(operator, x_like, iterations, seed).max())
+            norms = normal_norm_per_sample(operator, x_like, iterations, seed)
+        cache[key] = float(norms.max()) if norms.numel() else 0.0  # an empty batch has no scale (callers use 1)
     return cache[key]
 
 

@@ -56,9 +56,10 @@ class DEQ4IP(Solver):
         pretrained: run folder of a denoiser (a one-fold ``unrolled`` solver with
             ``prox: dncnn, prox_params: {spectral: true, batch_norm: false}``) whose prox
             initialises this one.
-        step_units: ``"absolute"`` (default) or ``"lipschitz"``: ``mu`` in units of
-            ``1 / ||A||^2`` for each call's operator and ``init="adjoint"`` starting from
-            ``A^T y / ||A||^2``, as in :class:`~learn2invert.solvers.unrolled.UnrolledProximalGradient`.
+        step_units: ``"lipschitz"`` (default): ``mu`` in units of ``1 / ||A||^2`` for each call's
+            operator and ``init="adjoint"`` starting from ``A^T y / ||A||^2``, as in
+            :class:`~learn2invert.solvers.unrolled.UnrolledProximalGradient`; ``"absolute"``: ``mu``
+            as it is (how runs saved before December 2026 were trained).
 
     Call ``deq(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x*]`` of the image shape.
     """
@@ -66,7 +67,7 @@ class DEQ4IP(Solver):
     def __init__(self, channels: int, dims: int = 2, depth: int = 17, features: int = 64, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", forward_solver: dict | None = None,
                  backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None,
-                 step_units: str = "absolute") -> None:
+                 step_units: str = "lipschitz") -> None:
         super().__init__()
         if step_units not in STEP_UNITS:
             raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")

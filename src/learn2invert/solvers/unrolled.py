@@ -7,7 +7,7 @@ K folds of::
 
 with trainable step sizes ``mu_k > 0``. The data step is
 :func:`~learn2invert.operators.likelihood.data_gradient` with unit variance, so nonlinear
-operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lipschitz"`` the
+operators (``J^T (y - A(x))``) and Poisson data fit too. With ``step_units="lipschitz"`` (the default) the
 ``mu_k`` count in units of ``1 / ||A||^2`` (power iteration, or the norm the operator reports),
 so one config suits CT and unnormalised projections as well as orthonormal MRI.
 
@@ -52,8 +52,8 @@ class UnrolledProximalGradient(Solver):
             (untied, one per fold).
         folds: K; with a single shared prox it may exceed 1, with untied proxes it must equal
             ``len(proxes)``.
-        step_init: initial step size ``mu`` (units of ``1 / ||A||^2``: 1 suits operators with
-            norm at most 1 such as orthonormal MRI, normalised blurs and masks; set
+        step_init: initial step size ``mu`` (in the units of ``step_units``: with the default
+            Lipschitz units 1 is a stable step on any operator; in absolute units set
             ``1 / ||A||^2`` for CT).
         learn_step: train ``mu_k`` (otherwise they stay at ``step_init``).
         init: starting image ``x_0``: ``"adjoint"`` (``A^T y``; CT, MRI), ``"measurement"`` (``y``
@@ -64,14 +64,15 @@ class UnrolledProximalGradient(Solver):
             which is the flow-unfolding paper's eq. (12) (``x_hat = g_K(z~_K) = d_{K-1}``).
         scalar_lr: learning rate of the scalar parameters in :meth:`parameter_groups`; ``None``
             trains them with the networks' rate.
-        step_units: ``"absolute"`` (default: ``mu_k`` as they are) or ``"lipschitz"``: the step
-            of each call is ``mu_k / ||A||^2`` with ``||A||^2`` from
-            :func:`~learn2invert.operators.likelihood.operator_norm_squared` (the operator's own
-            ``norm_squared()`` or a cached power iteration), and ``init="adjoint"`` starts from
-            ``A^T y / ||A||^2`` (one such step from zero; a nonlinear operator's ``A_dagger(y)``
-            as it is). Then ``step_init = 1`` is a stable gradient step on any operator and an
-            untrained solver starts near the best-scaled back-projection. Opt-in, so that models
-            trained in absolute units keep their outputs.
+        step_units: ``"lipschitz"`` (default): the step of each call is ``mu_k / ||A||^2`` with
+            ``||A||^2`` from :func:`~learn2invert.operators.likelihood.operator_norm_squared` (the
+            operator's own ``norm_squared()`` or a cached power iteration), and ``init="adjoint"``
+            starts from ``A^T y / ||A||^2`` (one such step from zero; a nonlinear operator's
+            ``A_dagger(y)`` as it is). Then ``step_init = 1`` is a stable gradient step on any
+            operator and an untrained solver starts near the best-scaled back-projection.
+            ``"absolute"``: ``mu_k`` as they are (how runs saved before December 2026 were trained;
+            their saved configs load in these units). On operators of norm 1 (denoising,
+            inpainting, MRI) both give the same outputs.
         channels, dims: the image channels and spatial dimensions the proxes take, checked at
             each call (``None``: not checked here; a mismatch then fails inside the prox).
 
@@ -82,7 +83,7 @@ class UnrolledProximalGradient(Solver):
 
     def __init__(self, proxes: nn.Module | Sequence[nn.Module], folds: int = 4, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", last_prox: bool = True,
-                 scalar_lr: float | None = None, step_units: str = "absolute", channels: int | None = None,
+                 scalar_lr: float | None = None, step_units: str = "lipschitz", channels: int | None = None,
                  dims: int | None = None) -> None:
         super().__init__()
         modules = [proxes] if isinstance(proxes, nn.Module) else list(proxes)

@@ -200,10 +200,21 @@ def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
     return text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+# Solvers with a gradient step in units (``solver.params.step_units``). New configs get Lipschitz
+# units (steps of ``mu / ||A||^2``) unless they say otherwise; runs saved before that default
+# (December 2026) record no units and were trained in absolute ones, so a saved run's missing key
+# reads as "absolute". Every config read here gets the key written out, so the run folder a
+# training writes says which units its weights expect.
+STEP_UNIT_SOLVERS = ("unrolled", "deq4ip")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                saved: bool = False) -> dict:
     """Read a YAML config, apply ``key=value`` overrides and check it against :data:`DEFAULTS`.
 
-    Returns the fully resolved config (every default filled in).
+    ``saved``: the config is a run folder's ``config.yaml`` (it then keeps the units its weights
+    were trained in; see :data:`STEP_UNIT_SOLVERS`). Returns the fully resolved config (every
+    default filled in).
     """
     user: dict = {}
     if path is not None:
@@ -234,6 +245,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config = _merge(DEFAULTS, user)
     _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
     check_config_names(config)
+    if config["solver"]["name"] in STEP_UNIT_SOLVERS and isinstance(config["solver"]["params"], dict):
+        config["solver"]["params"].setdefault("step_units", "absolute" if saved else "lipschitz")
     return config
 
 

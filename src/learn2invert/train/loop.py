@@ -179,7 +179,7 @@ def _check_run_folder(config_path, run_dir: Path, overrides: tuple[str, ...], re
         point = find_resume_point(run_dir)  # raises, naming the files, if nothing verifies
         if not (run_dir / CONFIG_FILE).is_file():
             raise ValueError(f"cannot resume: {run_dir / CONFIG_FILE} does not exist")
-        config = load_config(run_dir / CONFIG_FILE, overrides)
+        config = load_config(run_dir / CONFIG_FILE, overrides, saved=True)
         adopt_resume_point(run_dir, point)
         remove_stale_temporaries(run_dir)
         return config, point
