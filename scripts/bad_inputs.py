@@ -218,12 +218,37 @@ def make_fixtures(fx: Path, timeout: float) -> None:
     vol = rng.random((8, 8, 2)).astype(np.float32)
     vol[0, 0, 0] = np.inf
     nib.save(nib.Nifti1Image(vol, np.eye(4)), fx / "inf.nii.gz")
+    _dicom_fixtures(fx)
     (fx / "afile").write_text("a file where a folder should be\n")
     (fx / "locked").mkdir(exist_ok=True)
     (fx / "locked").chmod(0o555)
     (fx / "outdir.png").mkdir(exist_ok=True)
     (fx / "outdir.json").mkdir(exist_ok=True)
     (fx / "emptydir").mkdir(exist_ok=True)
+
+
+def _dicom_fixtures(fx: Path) -> None:
+    """Bad DICOM series made from pydicom's real MR slice: two series in one folder, a folder with a
+    truncated slice, a slice without pixel data, and a series of one good slice (valid)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    source = Path(get_testdata_file("MR_small.dcm"))
+    for name in ("mixed_series", "truncated_series", "one_slice_series"):
+        (fx / name).mkdir(exist_ok=True)
+    for i, series in enumerate((None, generate_uid())):
+        ds = pydicom.dcmread(source)
+        ds.InstanceNumber = i + 1
+        if series:
+            ds.SeriesInstanceUID = series
+        ds.save_as(fx / "mixed_series" / f"slice{i}.dcm")
+    shutil.copyfile(source, fx / "truncated_series" / "slice0.dcm")
+    shutil.copyfile(source, fx / "one_slice_series" / "slice0.dcm")
+    (fx / "truncated_series" / "slice1.dcm").write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    ds = pydicom.dcmread(source)
+    del ds.PixelData
+    ds.save_as(fx / "no_pixels.dcm")
 
 
 # ------------------------------------------------------------------------------------------ cases
@@ -335,6 +360,16 @@ def cases(fx: Path) -> list[Case]:
     add(Case(".h5 that is not HDF5", ["reconstruct", "--pretrained", "mri_irim", f("fake.h5"), "o.h5"]))
     add(Case("DICOM that is not DICOM", ["reconstruct", "--pretrained", "mri_irim", f("fake.dcm"), "o.png",
                                          "--simulate"]))
+    add(Case("DICOM without pixel data", ["reconstruct", f("denoise"), f("no_pixels.dcm"), "o.nii.gz", "--simulate"]))
+    add(Case("DICOM folder holding two series", ["reconstruct", f("denoise"), f("mixed_series"), "o.nii.gz",
+                                                  "--simulate"]))
+    add(Case("DICOM series with a truncated slice", ["reconstruct", f("denoise"), f("truncated_series"), "o.nii.gz",
+                                                      "--simulate"]))
+    add(Case("DICOM series written to .png", ["reconstruct", f("denoise"), f("one_slice_series"), "o.png",
+                                               "--simulate"]))
+    add(Case("DICOM series to .npy (valid, must say what .npy cannot hold)",
+             ["reconstruct", f("denoise"), f("one_slice_series"), "o.npy", "--simulate"], expect="ok",
+             notice=r"spacing|NIfTI"))
     add(Case("NIfTI that is not NIfTI", ["reconstruct", "--pretrained", "mri_irim", f("fake.nii.gz"), "o.nii.gz",
                                          "--simulate"]))
     add(Case("--pretrained with an unknown name", ["reconstruct", "--pretrained", "mri_irimm", f("grey8.png"), "o.png"]))
