@@ -8,8 +8,9 @@ part), with noise sigma 0.05 (1.0 for the unnormalised random projection, whose 
 N(0, 1)). Every solver is untrained and seeded. The table gives each start's mean squared error
 divided by that of the back-projection at its best scale, ``c A^T y`` with ``c`` fitted to the
 truth: 1 means "as good as the best-scaled adjoint", which no untrained solver can beat by much.
-Steps in ``absolute`` units use ``mu_0 = 1`` whatever the operator; ``lipschitz`` divides them
-by ``||A||^2`` (a power-iteration estimate where the operator does not know it), and the i-RIM's
+Steps in ``absolute`` units use ``mu_0 = 1`` (ADMM's penalty ``rho_0 = 1``) whatever the operator;
+``lipschitz`` divides the steps by ``||A||^2`` and multiplies ADMM's penalty by it (a power-iteration
+estimate where the operator does not know it), and starts from ``A^T y / ||A||^2``; the i-RIM's
 and RIM's ``init: scaled_adjoint`` starts from ``A^T y / ||A||^2``.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from learn2invert.data import NaturalPatches
 from learn2invert.nn.prox.resnet import ResNetProx
 from learn2invert.operators.generator import Measurement
+from learn2invert.solvers.admm import ADMMNet
 from learn2invert.solvers.deq4ip import DEQ4IP
 from learn2invert.solvers.irim import IRIM
 from learn2invert.solvers.rim import RIM
@@ -43,7 +45,7 @@ OPERATORS = (
     ("ct (60 angles)", "ct", ()),
 )
 SOLVERS = ("unrolled, absolute", "unrolled, lipschitz", "deq4ip, absolute", "deq4ip, lipschitz",
-           "i-rim, scaled_adjoint", "rim, scaled_adjoint")
+           "admm, absolute", "admm, lipschitz", "i-rim, scaled_adjoint", "rim, scaled_adjoint")
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,6 +63,8 @@ def _solvers(channels: int) -> dict:
         "unrolled, lipschitz": seeded(lambda: UnrolledProximalGradient([prox()], folds=4, step_units="lipschitz")),
         "deq4ip, absolute": seeded(lambda: DEQ4IP(channels, depth=4, features=8, step_units="absolute")),
         "deq4ip, lipschitz": seeded(lambda: DEQ4IP(channels, depth=4, features=8, step_units="lipschitz")),
+        "admm, absolute": seeded(lambda: ADMMNet(channels, stages=4, features=8, step_units="absolute")),
+        "admm, lipschitz": seeded(lambda: ADMMNet(channels, stages=4, features=8, step_units="lipschitz")),
         "i-rim, scaled_adjoint": seeded(lambda: IRIM(channels=channels, steps=2, state_channels=max(4, channels),
                                                       hidden_channels=8, downsampling=(1, 2), init="scaled_adjoint")),
         "rim, scaled_adjoint": seeded(lambda: RIM(channels=channels, steps=2, conv_channels=8, hidden_channels=8,

@@ -162,6 +162,8 @@ def start_quality(name):
              "absolute": _mse(absolute(y, op)[-1], x)}
         torch.manual_seed(0)
         q["deq4ip_lipschitz"] = _mse(DEQ4IP(1, depth=4, features=8).eval()(y, op)[-1], x)
+        torch.manual_seed(0)
+        q["admm_lipschitz"] = _mse(ADMMNet(1, stages=2, features=4).eval()(y, op)[-1], x)
         irim = IRIM(channels=1, steps=2, state_channels=4, hidden_channels=4, downsampling=(1, 2), init="scaled_adjoint")
         q["irim_scaled_adjoint"] = _mse(irim(y, op)[-1], x)
     return q
@@ -170,7 +172,7 @@ def start_quality(name):
 @pytest.mark.parametrize("name", ["ct", "random_projection"])
 def test_untrained_solvers_start_near_the_adjoint_by_default(name):
     q = start_quality(name)
-    for key in ("lipschitz", "deq4ip_lipschitz", "irim_scaled_adjoint"):
+    for key in ("lipschitz", "deq4ip_lipschitz", "admm_lipschitz", "irim_scaled_adjoint"):
         assert q[key] < 2 * q["adjoint"], (key, q)
     assert q["absolute"] > 1e3 * q["adjoint"], q  # what step_init = 1 in absolute units gives there
 
@@ -209,6 +211,12 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     deq_lipschitz.load_state_dict(deq.state_dict())
     with torch.no_grad():
         assert torch.equal(deq(y, mri)[-1], deq_lipschitz(y, mri)[-1])
+    torch.manual_seed(0)
+    admm = ADMMNet(2, stages=2, features=4, step_units="absolute")
+    admm_lipschitz = ADMMNet(2, stages=2, features=4)
+    admm_lipschitz.load_state_dict(admm.state_dict())
+    with torch.no_grad():
+        assert torch.equal(admm(y, mri)[-1], admm_lipschitz(y, mri)[-1])
     irim = IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,), init="adjoint")
     scaled = IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,), init="scaled_adjoint")
     scaled.load_state_dict(irim.state_dict())

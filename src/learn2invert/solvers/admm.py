@@ -8,7 +8,9 @@ prox of R replaced by a small residual CNN per stage and the penalty and dual st
     z_k = x_k + u_{k-1} + CNN_k(x_k + u_{k-1})                          (learned prox)
     u_k = u_{k-1} + eta_k (x_k - z_k)                                    (dual ascent)
 
-``rho_k = softplus(.)`` and ``eta_k = softplus(.)`` are trainable and positive. The x-update
+``rho_k = softplus(.)`` and ``eta_k = softplus(.)`` are trainable and positive; in Lipschitz units
+(the default) ``rho_k`` is multiplied by ``||A||^2`` and the start is ``A^T y / ||A||^2``, so the
+penalty weighs the prior as much as the data term whatever the operator's scale. The x-update
 works for any linear operator (a fixed number of CG iterations, differentiated through by
 autograd). The solver returns ``[z_1, ..., z_K]`` so the training engine can weigh all stages.
 """
@@ -22,9 +24,10 @@ from torch import nn
 
 from ..nn.conv_gru import conv_nd
 from ..operators.base import LinearOperator
-from ..operators.likelihood import normal
+from ..operators.likelihood import back_projection, normal, operator_norm_squared
 from .base import Solver
 from .classical import conjugate_gradient
+from .unrolled import STEP_UNITS
 
 
 class ProxCNN(nn.Module):
@@ -56,14 +59,20 @@ class ADMMNet(Solver):
         eta_init: initial dual step.
         cg_iterations: conjugate-gradient iterations of each x-update (exact in one for MRI,
             where ``A^T A`` is a projection; more for blur or CT).
+        step_units: ``"lipschitz"`` (default): ``rho_k`` in units of ``||A||^2`` (from
+            :func:`~learn2invert.operators.likelihood.operator_norm_squared`) and the start
+            ``A^T y / ||A||^2``; ``"absolute"``: ``rho_k`` as it is and the start ``A^T y`` (how
+            runs saved before December 2026 were trained; their saved configs load in these
+            units). On operators of norm 1 (MRI, denoising, inpainting) both give the same outputs.
 
-    Call ``admm(y, operator, x0=None, steps=None, sigma=None)``: ``x0`` defaults to ``A^T y``;
+    Call ``admm(y, operator, x0=None, steps=None, sigma=None)``: ``x0`` defaults to ``A^T y``
+    (divided by ``||A||^2`` in Lipschitz units);
     ``steps`` may be at most K (untied stages); ``sigma`` is accepted and unused. ``y`` and ``x0``
     must be finite and in the parameters' dtype (``ValueError`` otherwise).
     """
 
     def __init__(self, channels: int = 2, dims: int = 2, stages: int = 8, features: int = 32, rho_init: float = 1.0,
-                 eta_init: float = 1.0, cg_iterations: int = 5) -> None:
+                 eta_init: float = 1.0, cg_iterations: int = 5, step_units: str = "lipschitz") -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims!r}")
@@ -73,6 +82,9 @@ class ADMMNet(Solver):
             raise ValueError(f"rho_init and eta_init must be > 0, got {rho_init}, {eta_init}")
         if cg_iterations < 1:
             raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}")
+        if step_units not in STEP_UNITS:
+            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
+        self.step_units = step_units
         self.channels, self.dims, self.stages, self.cg_iterations = channels, dims, stages, cg_iterations
         self.prox = nn.ModuleList(ProxCNN(channels, features, dims) for _ in range(stages))
         inv_softplus = lambda v: math.log(math.expm1(v))  # noqa: E731 - parameters store softplus^-1
@@ -84,12 +96,15 @@ class ADMMNet(Solver):
         """Returns the K estimates ``z_k``, each with the image shape ``(B, C, *S)``."""
         steps = self.check_steps(steps, self.stages, limit=self.stages)
         z = self.start(y, operator, x0)
-        aty = z if x0 is None else operator.A_adjoint(y)  # the right-hand side of every x-update
+        # the right-hand side of every x-update
+        aty = z if x0 is None and self.step_units == "absolute" else operator.A_adjoint(y)
         if aty.shape != z.shape or aty.dtype != z.dtype:
             raise ValueError(f"ADMMNet: x0 must have the shape and dtype of A_adjoint(y), {tuple(aty.shape)} "
                              f"{aty.dtype}; got {tuple(z.shape)} {z.dtype}")
         u = torch.zeros_like(z)
         rho, eta = F.softplus(self.rho_raw), F.softplus(self.eta_raw)
+        if self.step_units == "lipschitz":  # a zero operator has no scale: 1 keeps rho finite
+            rho = rho * (operator_norm_squared(operator, aty) or 1.0)
         estimates = []
         for k in range(steps):
             x = conjugate_gradient(lambda v, r=rho[k]: normal(operator, v) + r * v, aty + rho[k] * (z - u),
@@ -98,6 +113,10 @@ class ADMMNet(Solver):
             u = u + eta[k] * (x - z)
             estimates.append(z)
         return estimates
+
+    def initial_estimate(self, y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
+        """``A^T y``, divided by ``||A||^2`` in Lipschitz units."""
+        return back_projection(operator, y, scaled=self.step_units == "lipschitz")
 
 
 __all__ = ["ADMMNet", "ProxCNN"]

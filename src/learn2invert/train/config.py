@@ -200,12 +200,12 @@ def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
     return text
 
 
-# Solvers with a gradient step in units (``solver.params.step_units``). New configs get Lipschitz
+# Solvers with a step or penalty in units (``solver.params.step_units``). New configs get Lipschitz
 # units (steps of ``mu / ||A||^2``) unless they say otherwise; runs saved before that default
 # (December 2026) record no units and were trained in absolute ones, so a saved run's missing key
 # reads as "absolute". Every config read here gets the key written out, so the run folder a
 # training writes says which units its weights expect.
-STEP_UNIT_SOLVERS = ("unrolled", "deq4ip")
+STEP_UNIT_SOLVERS = ("unrolled", "deq4ip", "admm")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
