@@ -54,8 +54,9 @@ class ADMMNet(Solver):
         dims: 2 or 3 spatial dimensions.
         stages: K, number of unrolled ADMM iterations (untied weights).
         features: channels of each prox CNN.
-        rho_init: initial penalty ``rho`` (units of ``||A x||^2 / ||x||^2``); 1 suits orthonormal
-            operators such as single-coil MRI.
+        rho_init: initial penalty ``rho`` (in the units of ``step_units``: with the default
+            Lipschitz units 1 weighs the prior like the data term on any operator; in absolute
+            units 1 suits orthonormal operators such as single-coil MRI).
         eta_init: initial dual step.
         cg_iterations: conjugate-gradient iterations of each x-update (exact in one for MRI,
             where ``A^T A`` is a projection; more for blur or CT).
