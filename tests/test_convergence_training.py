@@ -57,13 +57,14 @@ def test_resume_mid_epoch_reaches_the_uninterrupted_weights(tmp_path):
         assert torch.allclose(a[key], b[key], rtol=0, atol=1e-6), key
 
 
-def test_resume_with_a_lower_learning_rate_trains_at_it(tmp_path):
+def test_resume_with_a_lower_learning_rate_trains_at_it(tmp_path, capsys):
     # Both the optimiser and the scheduler save the peak rate; the resumed run's config must win,
     # or "resume with a lower train.optimizer.lr" silently trains at the old one.
     settings = TINY + ("train.val_every=2", "train.schedule={name: warmup_cosine, warmup_steps: 2}")
     loop.train(SMOKE, tmp_path / "cut", overrides=settings + ("train.max_steps=4",), show_progress=False)
-    loop.train(None, tmp_path / "cut", overrides=("train.max_steps=8", "train.optimizer.lr=0.0001"), resume=True,
-               show_progress=False)
+    capsys.readouterr()
+    loop.train(None, tmp_path / "cut", overrides=("train.max_steps=8", "train.optimizer.lr=0.0001"), resume=True)
+    assert "resuming at a peak learning rate of 0.0001 (train.optimizer.lr; the run had 0.001)" in capsys.readouterr().out
     loop.train(SMOKE, tmp_path / "low", overrides=settings + ("train.max_steps=8", "train.optimizer.lr=0.0001"),
                show_progress=False)
     resumed = read_train_state(tmp_path / "cut" / "train_state.safetensors")

@@ -308,7 +308,12 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             raise ValueError(f"{point.model_path} does not fit the solver of the config: {err}") from err
     saved_state = ctx.broadcast(point.state if point is not None else None)
     if saved_state is not None:
+        saved_peak = saved_state["optimizer"]["param_groups"][0]
+        saved_peak = saved_peak.get("initial_lr", saved_peak["lr"])
         progress = apply_train_state(saved_state, optimizer, scheduler, scaler)
+        peak = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        if show_progress and peak != saved_peak:
+            tqdm.write(f"resuming at a peak learning rate of {peak:g} (train.optimizer.lr; the run had {saved_peak:g})")
         start_epoch, global_step, history = progress["epoch"], progress["global_step"], progress["history"]
         start_batch = progress.get("batch", 0)
         best = progress.get("best", best)
