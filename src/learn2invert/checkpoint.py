@@ -275,6 +275,12 @@ def read_train_state(path: str | Path) -> dict:
             "progress": progress, "rng": tensors.get("rng.torch"), "model_sha256": metadata.get("model_sha256")}
 
 
+def peak_lr(group: dict) -> float:
+    """The peak learning rate of an optimiser parameter group: the rate a schedule scales
+    (``initial_lr``, set by PyTorch's schedulers), or the group's rate without a schedule."""
+    return group.get("initial_lr", group["lr"])
+
+
 def apply_train_state(saved: dict, optimizer: torch.optim.Optimizer, scheduler: Any,
                       scaler: torch.amp.GradScaler | None = None) -> dict:
     """Put what :func:`read_train_state` returned into the optimiser, scheduler and scaler; returns ``progress``.
@@ -284,12 +290,12 @@ def apply_train_state(saved: dict, optimizer: torch.optim.Optimizer, scheduler: 
     at the point of its schedule where the run stopped. Loading the state dicts alone would bring
     the old rate back, because both the optimiser and the scheduler save it.
     """
-    peak_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    peak_lrs = [peak_lr(group) for group in optimizer.param_groups]
     optimizer.load_state_dict(saved["optimizer"])
     if scheduler is not None and saved["scheduler"] is not None:
         scheduler.load_state_dict(saved["scheduler"])
     for group, peak in zip(optimizer.param_groups, peak_lrs):
-        saved_peak = group.get("initial_lr", group["lr"])
+        saved_peak = peak_lr(group)
         if saved_peak != peak:
             group["lr"] *= peak / saved_peak  # the schedules are multiplicative in the peak rate
             if "initial_lr" in group:
@@ -422,6 +428,6 @@ __all__ = [
     "CONFIG_FILE", "MODEL_FILE", "BEST_FILE", "STATE_FILE", "MODEL_PREV", "STATE_PREV", "CorruptCheckpoint", "UnsafeCheckpoint",
     "atomic_write", "atomic_write_text", "remove_stale_temporaries", "content_checksum", "write_safetensors",
     "sniff_format", "read_safetensors", "read_weights", "weights_file", "save_model", "load_model", "save_train_state", "read_train_state",
-    "apply_train_state", "load_train_state", "save_checkpoint", "ResumePoint", "has_checkpoint",
+    "apply_train_state", "peak_lr", "load_train_state", "save_checkpoint", "ResumePoint", "has_checkpoint",
     "find_resume_point", "adopt_resume_point",
 ]

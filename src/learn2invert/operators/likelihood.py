@@ -182,8 +182,7 @@ def back_projection(operator, y: torch.Tensor, scaled: bool = False) -> torch.Te
     if is_linear(operator):
         aty = operator.A_adjoint(y)
         if scaled:
-            # A zero operator has no scale to adapt to; 1 keeps the start finite.
-            aty = aty / (operator_norm_squared(operator, aty) or 1.0)
+            aty = aty / lipschitz_scale(operator, aty)
         return aty
     dagger = getattr(operator, "A_dagger", None)
     if not callable(dagger):
@@ -234,8 +233,8 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
     The operator's own ``norm_squared()`` where it knows it exactly (orthonormal FFTs, masks,
     the identity); else the largest eigenvalue of ``A^T A`` by power iteration on a random batch
     shaped like ``x_like`` (the largest over its samples, so per-sample physics works too),
-    cached per operator object, batch shape and dtype (0 for an empty batch). Linear operators only, unless they
-    report it.
+    cached per operator object, batch shape and dtype (0 for an empty batch). Linear operators
+    only, unless they report it.
     """
     known = getattr(operator, "norm_squared", None)
     if callable(known):
@@ -251,9 +250,17 @@ def operator_norm_squared(operator, x_like: torch.Tensor, iterations: int = 30, 
     if key not in cache:
         with torch.no_grad():
             norms = normal_norm_per_sample(operator, x_like, iterations, seed)
-        cache[key] = float(norms.max()) if norms.numel() else 0.0  # an empty batch has no scale (callers use 1)
+        cache[key] = float(norms.max()) if norms.numel() else 0.0  # an empty batch has no scale
     return cache[key]
 
 
+def lipschitz_scale(operator, x_like: torch.Tensor) -> float:
+    """``||A||^2`` (:func:`operator_norm_squared`) as the unit of Lipschitz step units: steps are
+    divided by it, penalties multiplied. 1 where there is no scale (a zero operator, an empty
+    batch), which keeps the steps finite."""
+    return operator_norm_squared(operator, x_like) or 1.0
+
+
 __all__ = ["LIKELIHOODS", "NoGradientError", "back_projection", "data_gradient", "is_linear", "likelihood_gradient",
-           "likelihood_of", "negative_log_likelihood", "normal", "normal_norm_per_sample", "operator_norm_squared"]
+           "likelihood_of", "lipschitz_scale", "negative_log_likelihood", "normal", "normal_norm_per_sample",
+           "operator_norm_squared"]

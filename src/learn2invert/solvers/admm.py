@@ -24,10 +24,10 @@ from torch import nn
 
 from ..nn.conv_gru import conv_nd
 from ..operators.base import LinearOperator
-from ..operators.likelihood import back_projection, normal, operator_norm_squared
+from ..operators.likelihood import back_projection, lipschitz_scale, normal
 from .base import Solver
 from .classical import conjugate_gradient
-from .unrolled import STEP_UNITS
+from .unrolled import check_step_units
 
 
 class ProxCNN(nn.Module):
@@ -83,9 +83,7 @@ class ADMMNet(Solver):
             raise ValueError(f"rho_init and eta_init must be > 0, got {rho_init}, {eta_init}")
         if cg_iterations < 1:
             raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}")
-        if step_units not in STEP_UNITS:
-            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
-        self.step_units = step_units
+        self.step_units = check_step_units(step_units)
         self.channels, self.dims, self.stages, self.cg_iterations = channels, dims, stages, cg_iterations
         self.prox = nn.ModuleList(ProxCNN(channels, features, dims) for _ in range(stages))
         inv_softplus = lambda v: math.log(math.expm1(v))  # noqa: E731 - parameters store softplus^-1
@@ -104,8 +102,8 @@ class ADMMNet(Solver):
                              f"{aty.dtype}; got {tuple(z.shape)} {z.dtype}")
         u = torch.zeros_like(z)
         rho, eta = F.softplus(self.rho_raw), F.softplus(self.eta_raw)
-        if self.step_units == "lipschitz":  # a zero operator has no scale: 1 keeps rho finite
-            rho = rho * (operator_norm_squared(operator, aty) or 1.0)
+        if self.step_units == "lipschitz":
+            rho = rho * lipschitz_scale(operator, aty)
         estimates = []
         for k in range(steps):
             x = conjugate_gradient(lambda v, r=rho[k]: normal(operator, v) + r * v, aty + rho[k] * (z - u),

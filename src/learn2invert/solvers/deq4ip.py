@@ -15,9 +15,9 @@ from ..nn.deq import DEQFixedPoint, FixedPointSolver, FixedPointStats, summarise
 from ..nn.prox.base import inverse_softplus
 from ..nn.prox.dncnn import DnCNN
 from ..operators.base import LinearOperator
-from ..operators.likelihood import back_projection, data_gradient, operator_norm_squared
+from ..operators.likelihood import back_projection, data_gradient, lipschitz_scale
 from .base import Solver
-from .unrolled import INITS, STEP_UNITS, load_pretrained_prox
+from .unrolled import INITS, check_step_units, load_pretrained_prox
 
 
 class _ProxGradientMap(nn.Module):
@@ -69,9 +69,7 @@ class DEQ4IP(Solver):
                  backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None,
                  step_units: str = "lipschitz") -> None:
         super().__init__()
-        if step_units not in STEP_UNITS:
-            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
-        self.step_units = step_units
+        self.step_units = check_step_units(step_units)
         if init not in INITS or init == "prox":
             raise ValueError(f"init must be adjoint, measurement or zeros, got {init!r}")
         prox = DnCNN(channels, dims=dims, depth=depth, features=features, batch_norm=False, spectral=True)
@@ -98,8 +96,8 @@ class DEQ4IP(Solver):
         """Solve ``x* = prox(x* + mu A^T(y - A x*))`` from ``x0``; ``steps`` and ``sigma`` are unused
         (the solve runs to its tolerance). Returns ``[x*]``, shape ``(B, C, *S)``."""
         x0 = self.start(y, operator, x0)
-        if self.step_units == "lipschitz":  # a zero operator has no scale: 1 keeps the step finite
-            x = self.equilibrium(x0, y, operator, operator_norm_squared(operator, x0) or 1.0)
+        if self.step_units == "lipschitz":
+            x = self.equilibrium(x0, y, operator, lipschitz_scale(operator, x0))
         else:
             x = self.equilibrium(x0, y, operator)
         self.stats = [self.equilibrium.last_forward_stats]

@@ -36,12 +36,19 @@ from ..checkpoint import MODEL_FILE, read_weights
 from ..nn.deq import summarise_stats
 from ..nn.prox.base import Prox, inverse_softplus
 from ..operators.base import LinearOperator
-from ..operators.likelihood import back_projection, operator_norm_squared
+from ..operators.likelihood import back_projection, lipschitz_scale
 from ..registry import PROXES
 from .base import Solver
 
 INITS = ("adjoint", "measurement", "zeros", "prox")
 STEP_UNITS = ("absolute", "lipschitz")
+
+
+def check_step_units(step_units: str) -> str:
+    """``step_units`` if it is one of :data:`STEP_UNITS`, else a ValueError."""
+    if step_units not in STEP_UNITS:
+        raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
+    return step_units
 
 
 class UnrolledProximalGradient(Solver):
@@ -99,9 +106,7 @@ class UnrolledProximalGradient(Solver):
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if not step_init > 0:
             raise ValueError(f"step_init must be > 0, got {step_init}")
-        if step_units not in STEP_UNITS:
-            raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
-        self.step_units, self.channels, self.dims = step_units, channels, dims
+        self.step_units, self.channels, self.dims = check_step_units(step_units), channels, dims
         self.prox = nn.ModuleList(modules)
         self.folds, self.init, self.last_prox, self.scalar_lr = folds, init, bool(last_prox), scalar_lr
         raw = torch.full((folds,), inverse_softplus(float(step_init)))
@@ -157,7 +162,7 @@ class UnrolledProximalGradient(Solver):
         x = self.start(y, operator, x0)
         mu = self.steps()
         if self.step_units == "lipschitz":
-            mu = mu / (operator_norm_squared(operator, x) or 1.0)  # a zero operator: keep the step finite
+            mu = mu / lipschitz_scale(operator, x)
         estimates = []
         for k in range(steps):
             d = x + mu[k] * self.data_gradient(x, y, operator)

@@ -41,8 +41,8 @@ from ..data.items import item_shape, split_item
 from ..data.skipping import SkipBadFiles
 from ..outputs import check_output_folder
 from ..checkpoint import (BEST_FILE, CONFIG_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
-                          find_resume_point, has_checkpoint, load_model, remove_stale_temporaries, save_checkpoint,
-                          save_model, weights_file)
+                          find_resume_point, has_checkpoint, load_model, peak_lr, remove_stale_temporaries,
+                          save_checkpoint, save_model, weights_file)
 from .config import ConfigError, dump_config, load_config
 from .distributed import DistContext, init_distributed, seed_from
 from .datasets import build_dataset, empty_validation_message
@@ -308,10 +308,9 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
             raise ValueError(f"{point.model_path} does not fit the solver of the config: {err}") from err
     saved_state = ctx.broadcast(point.state if point is not None else None)
     if saved_state is not None:
-        saved_peak = saved_state["optimizer"]["param_groups"][0]
-        saved_peak = saved_peak.get("initial_lr", saved_peak["lr"])
+        saved_peak = peak_lr(saved_state["optimizer"]["param_groups"][0])
         progress = apply_train_state(saved_state, optimizer, scheduler, scaler)
-        peak = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        peak = peak_lr(optimizer.param_groups[0])
         if show_progress and peak != saved_peak:
             tqdm.write(f"resuming at a peak learning rate of {peak:g} (train.optimizer.lr; the run had {saved_peak:g})")
         start_epoch, global_step, history = progress["epoch"], progress["global_step"], progress["history"]
