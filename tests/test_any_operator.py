@@ -119,10 +119,10 @@ def test_rim_and_irim_given_x0_never_back_project_y():
     op = _Recording()
     y = op.A(x)
     x0 = torch.zeros_like(x)
-    RIM(channels=2, steps=2, conv_channels=4, hidden_channels=4, norm="none")(y, op, x0=x0)
+    RIM(channels=2, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")(y, op, x0=x0)
     IRIM(channels=2, steps=2, state_channels=4, hidden_channels=4, downsampling=(1,))(y, op, x0=x0)
     assert op.adjoint_inputs and not any(v is y for v in op.adjoint_inputs)  # residuals only, never y itself
-    RIM(channels=2, steps=1, conv_channels=4, hidden_channels=4, norm="none")(y, op)
+    RIM(channels=2, steps=1, conv_channels=4, hidden_channels=4, norm="none", output_init="random")(y, op)
     assert any(v is y for v in op.adjoint_inputs)  # without x0 the start is A^T y
 
 
@@ -148,8 +148,8 @@ def _mse(a, b):
 
 
 def start_quality(name):
-    """MSE of the best-scaled back-projection c A^T y and of untrained unrolled (4 folds), DEQ4IP
-    and i-RIM solvers, with steps in absolute units and in units of 1/||A||^2."""
+    """MSE of the best-scaled back-projection c A^T y and of untrained unrolled (4 folds), DEQ4IP,
+    ADMM-Net, i-RIM and RIM solvers, with steps in absolute units and in units of 1/||A||^2."""
     x, op, y = _problem(name)
     aty = op.A_adjoint(y)
     c = float(torch.sum(aty * x) / torch.sum(aty * aty))  # least-squares scale: the adjoint at its best
@@ -166,13 +166,15 @@ def start_quality(name):
         q["admm_lipschitz"] = _mse(ADMMNet(1, stages=2, features=4).eval()(y, op)[-1], x)
         irim = IRIM(channels=1, steps=2, state_channels=4, hidden_channels=4, downsampling=(1, 2), init="scaled_adjoint")
         q["irim_scaled_adjoint"] = _mse(irim(y, op)[-1], x)
+        rim = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", init="scaled_adjoint")
+        q["rim_scaled_adjoint"] = _mse(rim(y, op)[-1], x)  # zero output layer by default: its start
     return q
 
 
 @pytest.mark.parametrize("name", ["ct", "random_projection"])
 def test_untrained_solvers_start_near_the_adjoint_by_default(name):
     q = start_quality(name)
-    for key in ("lipschitz", "deq4ip_lipschitz", "admm_lipschitz", "irim_scaled_adjoint"):
+    for key in ("lipschitz", "deq4ip_lipschitz", "admm_lipschitz", "irim_scaled_adjoint", "rim_scaled_adjoint"):
         assert q[key] < 2 * q["adjoint"], (key, q)
     assert q["absolute"] > 1e3 * q["adjoint"], q  # what step_init = 1 in absolute units gives there
 
@@ -195,6 +197,42 @@ def test_new_runs_record_lipschitz_units_and_older_runs_load_in_absolute_ones(tm
     assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["step_units"] == "absolute"
 
 
+def test_saved_deq4ip_and_rim_runs_keep_the_initialisation_their_weights_came_from(tmp_path):
+    # DEQ4IP's residual gain (new default: a parameter starting at 0) and the RIM's zeroed output
+    # layer are new; a run folder saved before them has no key and must load as trained.
+    params = "{depth: 2, features: 4, forward_solver: {max_iter: 3}, backward_solver: {max_iter: 3}}"
+    overrides = (f"solver={{name: deq4ip, params: {params}}}", "data.train_length=8", "data.val_length=4",
+                 "data.patch_size=8", "train.batch_size=4", "train.max_steps=2")
+    run = tmp_path / "run"
+    loop.train(SMOKE, run, overrides=overrides, show_progress=False)
+    from learn2invert.inference import load_solver
+    solver = load_solver(run)[0]
+    assert "prox_gain: 0.0" in (run / "config.yaml").read_text()
+    assert float(solver.equilibrium.f.gain) != 0.0  # trained away from its start
+    old = (run / "config.yaml").read_text().replace("prox_gain: 0.0", "")
+    (run / "config.yaml").write_text(old)
+    assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["prox_gain"] is None
+    assert load_config(SMOKE)["solver"]["params"]["output_init"] == "zero"  # smoke.yaml trains a RIM
+    assert load_config(SMOKE, saved=True)["solver"]["params"]["output_init"] == "random"
+
+
+def test_rim_noise_floor_counts_in_units_of_the_operator_norm():
+    # Raw N(0, 1) projections, ||A||^2 about 600 here: eps ||A||^2 keeps the gradient the network
+    # sees in the units of x; in absolute units it is ||A||^2 times larger.
+    x, op, y = _problem("random_projection")
+    torch.manual_seed(0)
+    rim = RIM(channels=1, steps=1, conv_channels=4, hidden_channels=4, norm="none", eps_init=1.0)
+    x0 = torch.zeros_like(x)
+    norm_squared = operators.operator_norm_squared(op, x0)
+    lipschitz = rim.data_gradient(x0, y, op, torch.tensor(1e-6))
+    rim.eps_units = "absolute"
+    absolute = rim.data_gradient(x0, y, op, torch.tensor(1e-6))
+    torch.testing.assert_close(absolute, lipschitz * norm_squared, rtol=1e-4, atol=0)
+    assert norm_squared > 100
+    with pytest.raises(ValueError, match="eps_units"):
+        RIM(eps_units="relative")
+
+
 def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     mask = operators.masks.random_mask((8,), 4.0, 0.25, seed=0)
     mri = operators.SingleCoilMRI(mask)
@@ -206,8 +244,8 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     b = UnrolledProximalGradient([prox], folds=3)(y, mri)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     torch.manual_seed(0)
-    deq = DEQ4IP(2, depth=3, features=4, step_units="absolute").eval()
-    deq_lipschitz = DEQ4IP(2, depth=3, features=4).eval()
+    deq = DEQ4IP(2, depth=3, features=4, step_units="absolute", prox_gain=1.0).eval()
+    deq_lipschitz = DEQ4IP(2, depth=3, features=4, prox_gain=1.0).eval()
     deq_lipschitz.load_state_dict(deq.state_dict())
     with torch.no_grad():
         assert torch.equal(deq(y, mri)[-1], deq_lipschitz(y, mri)[-1])
@@ -222,6 +260,17 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     scaled.load_state_dict(irim.state_dict())
     with torch.no_grad():
         assert torch.equal(irim(y, mri)[-1], scaled(y, mri)[-1])
+    # The noise floor eps of the RIM and i-RIM: eps ||A||^2 (the default) is eps on these operators.
+    for build in (lambda units: IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,),
+                                     eps_units=units),
+                  lambda units: RIM(channels=2, steps=2, conv_channels=4, hidden_channels=4, norm="none",
+                                    output_init="random", eps_units=units)):
+        torch.manual_seed(0)
+        absolute = build("absolute")
+        lipschitz = build("lipschitz")
+        lipschitz.load_state_dict(absolute.state_dict())
+        with torch.no_grad():
+            assert torch.equal(absolute(y, mri, sigma=0.1)[-1], lipschitz(y, mri, sigma=0.1)[-1])
     for op in (mri, operators.Denoising(), operators.Inpainting(torch.ones(8, 8, dtype=torch.bool))):
         assert operators.operator_norm_squared(op, x) == 1.0
     ct = operators.ParallelBeamCT(16, 10)

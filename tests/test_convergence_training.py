@@ -143,7 +143,9 @@ def test_exponent_numbers_in_free_form_sections_are_numbers(tmp_path):
     config.write_text("train:\n  optimizer: {name: adam, lr: 1e-4, betas: [0.9, 0.999]}\n"
                       "solver:\n  params: {eps_init: 5e-1, tag: e5}\n")
     loaded = load_config(config)
-    assert loaded["train"]["optimizer"]["lr"] == 1e-4 and loaded["solver"]["params"] == {"eps_init": 0.5, "tag": "e5"}
+    # The default solver is the RIM: its new-default keys are written out (CHANGED_DEFAULTS).
+    assert loaded["train"]["optimizer"]["lr"] == 1e-4 and loaded["solver"]["params"] == {
+        "eps_init": 0.5, "tag": "e5", "output_init": "zero", "eps_units": "lipschitz"}
     result = loop.train(SMOKE, tmp_path / "run", overrides=TINY + ("train.max_steps=1", "train.optimizer={lr: 1e-4}"),
                         show_progress=False)
     assert result["epochs"][-1]["global_step"] == 1

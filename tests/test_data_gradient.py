@@ -59,7 +59,7 @@ def test_rim_and_irim_data_terms_equal_the_old_formula():
     s2 = torch.full((2, 1, 1, 1), 0.01)
     irim = IRIM(channels=2, steps=1, state_channels=4, hidden_channels=4, downsampling=(1,))
     assert torch.equal(irim.likelihood_gradient(x, y, op, s2), op.A_adjoint(y - op.A(x)) / (s2 + irim.eps))
-    rim = RIM(channels=2, architecture="mri", steps=1, conv_channels=4, hidden_channels=4)
+    rim = RIM(channels=2, architecture="mri", steps=1, conv_channels=4, hidden_channels=4, output_init="random")
     assert torch.equal(rim.latent_gradient(x, y, op, s2), op.A_adjoint(y - op.A(x)) / (s2 + rim.eps))
 
 
@@ -145,7 +145,7 @@ def test_a_nonlinear_operator_without_a_gradient_is_one_clear_error():
     x = torch.rand(1, 1, 4, 4, dtype=F64)
     with pytest.raises(NoGradientError, match="_NumpyOperator: cannot take the data-consistency gradient"):
         data_gradient(_NumpyOperator(), x, x, 1.0)
-    rim = RIM(channels=1, steps=1, conv_channels=4, hidden_channels=4, norm="none").double()
+    rim = RIM(channels=1, steps=1, conv_channels=4, hidden_channels=4, norm="none", output_init="random").double()
     with pytest.raises(NoGradientError, match="_NumpyOperator"):
         rim(x, _NumpyOperator(), x0=x)
     with pytest.raises(NoGradientError, match="_NumpyOperator is nonlinear and has no A_dagger"):
@@ -189,7 +189,7 @@ def test_rim_and_unrolled_run_on_nonlinear_operators_from_their_start():
     op = PhaseRetrieval()
     x = torch.rand(2, 1, 8, 8)
     y = op.A(x)
-    rim = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    rim = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
     assert rim(y, op)[-1].shape == x.shape  # starts from A_dagger(y)
     solver = UnrolledProximalGradient([ResNetProx(1, features=4)], folds=2, step_units="lipschitz")
     out = solver(y, op)[-1]

@@ -171,7 +171,7 @@ def test_no_usable_checkpoint_names_every_bad_file(tmp_path):
 
 
 def test_load_model_reports_a_corrupt_file_by_name(tmp_path):
-    model = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    model = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
     save_model(model, tmp_path)
     _flip_last_byte(tmp_path / "model.safetensors")
     with pytest.raises(CorruptCheckpoint, match=r"model\.safetensors.*SHA-256"):
@@ -183,8 +183,8 @@ def test_load_model_reports_a_corrupt_file_by_name(tmp_path):
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_pickled_checkpoints_are_refused_unless_explicitly_allowed(tmp_path, monkeypatch, zip_format):
     torch.manual_seed(1)
-    source = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
-    target = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    source = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
+    target = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
     pt = tmp_path / "weights.pt"
     torch.save(source.state_dict(), pt, _use_new_zipfile_serialization=zip_format)
     disguised = tmp_path / "run" / "model.safetensors"  # a pickle under the safetensors name

@@ -292,12 +292,15 @@ def _classical(make):
 _TINY_GLOW = {"image_size": 8, "levels": 1, "depth": 1, "hidden": 4}
 
 
+# Random output layers: a RIM whose update starts at zero would pass the properties below trivially.
+_RANDOM = {"conv_channels": 4, "hidden_channels": 4, "output_init": "random"}
+
 SOLVERS: dict[str, SolverSpec] = {
-    "rim_strided": SolverSpec(_learned(lambda c: RIM(c, steps=2, conv_channels=4, hidden_channels=4, norm="none")),
+    "rim_strided": SolverSpec(_learned(lambda c: RIM(c, steps=2, norm="none", **_RANDOM)),
                               lambda h, w: True, ("RIM",)),
-    "rim_batchnorm": SolverSpec(_learned(lambda c: RIM(c, steps=1, conv_channels=4, hidden_channels=4)),
+    "rim_batchnorm": SolverSpec(_learned(lambda c: RIM(c, steps=1, **_RANDOM)),
                                 lambda h, w: True, ("RIM",)),
-    "rim_mri": SolverSpec(_learned(lambda c: RIM(c, steps=2, architecture="mri", conv_channels=4, hidden_channels=4)),
+    "rim_mri": SolverSpec(_learned(lambda c: RIM(c, steps=2, architecture="mri", **_RANDOM)),
                           lambda h, w: True, ("RIM",)),
     "irim": SolverSpec(_learned(lambda c: IRIM(c, steps=2, state_channels=2 * c + 2, hidden_channels=4,
                                                 downsampling=(1, 2), init="adjoint")),
@@ -316,7 +319,7 @@ SOLVERS: dict[str, SolverSpec] = {
     "luser": SolverSpec(_learned(lambda c: unrolled_solver(c, prox="luser", folds=2, shared=True, prox_params={
                             "features": 4, "groups": 2, "forward_solver": {"max_iter": 4}})),
                         lambda h, w: True, ("UnrolledProximalGradient",)),
-    "deq4ip": SolverSpec(_learned(lambda c: DEQ4IP(c, depth=3, features=4, forward_solver={"max_iter": 4})),
+    "deq4ip": SolverSpec(_learned(lambda c: DEQ4IP(c, depth=3, features=4, forward_solver={"max_iter": 4}, prox_gain=1.0)),
                          lambda h, w: True, ("DEQ4IP",)),
     "glow": SolverSpec(_learned(lambda c: unrolled_solver(c, prox="glow", folds=2, init="prox", prox_params=_TINY_GLOW)),
                        lambda h, w: h % 2 == 0 and w % 2 == 0, ("UnrolledProximalGradient", "GlowProx"),

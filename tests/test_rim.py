@@ -58,6 +58,7 @@ def _masked_problem(channels, spatial, batch=2, dtype=torch.float32, seed=0):
 def _small_rim(**kw):
     kw.setdefault("hidden_channels", 8)
     kw.setdefault("conv_channels", 8)
+    kw.setdefault("output_init", "random")  # a zero output layer would make gradient tests vacuous
     return RIM(**kw)
 
 
@@ -180,14 +181,18 @@ def test_sigmoid_link_outputs_in_unit_interval():
 def test_latent_gradient_is_autograd_gradient_of_log_likelihood(link):
     torch.manual_seed(1)
     g = torch.Generator().manual_seed(2)
-    op = DenseOperator(torch.randn(20, 2 * 4 * 4, generator=g, dtype=torch.float64), (2, 4, 4))
+    matrix = torch.randn(20, 2 * 4 * 4, generator=g, dtype=torch.float64)
+    op = DenseOperator(matrix, (2, 4, 4))
     rim = _small_rim(channels=2, link=link).double()
     eta = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randn(3, 20, generator=g, dtype=torch.float64)
     sigma2 = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64).view(3, 1, 1, 1) ** 2
     x = torch.sigmoid(eta) if link == "sigmoid" else eta
     residual = (y - op.A(x)).view(3, 20, 1, 1, 1)
-    log_lik = -0.5 * (residual**2 / (sigma2.view(3, 1, 1, 1, 1) + rim.eps.detach())).sum()
+    # eps_units="lipschitz" (default): the floor is eps ||A||^2 (a power-iteration estimate of it).
+    norm_squared = rim.eps_scale(op, eta)
+    assert abs(norm_squared / float(torch.linalg.matrix_norm(matrix, 2)) ** 2 - 1) < 1e-3
+    log_lik = -0.5 * (residual**2 / (sigma2.view(3, 1, 1, 1, 1) + rim.eps.detach() * norm_squared)).sum()
     (expected,) = torch.autograd.grad(log_lik, eta)
     torch.testing.assert_close(rim.latent_gradient(eta, y, op, sigma2), expected, rtol=1e-12, atol=1e-12)
 
@@ -291,6 +296,28 @@ def test_adam_steps_reduce_loss_on_random_projections():
     assert last < 0.5 * back_projection
 
 
+@pytest.mark.parametrize("architecture", ["strided", "mri"])
+def test_default_zero_output_layer_starts_at_x0_and_still_trains(architecture):
+    # The default output_init="zero": an untrained RIM returns its start at every step (so it is
+    # never worse than it), and the output layer's gradient is not zero, so training moves it.
+    g = torch.Generator().manual_seed(2)
+    op, x, y = _masked_problem(2, (8, 8))
+    rim = RIM(channels=2, steps=3, architecture=architecture, conv_channels=8, hidden_channels=8,
+              **({"norm": "none"} if architecture == "strided" else {}))
+    x0 = torch.randn(x.shape, generator=g)
+    for estimate in rim(y, op, x0=x0):
+        torch.testing.assert_close(estimate, x0)
+    opt = torch.optim.Adam(rim.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = F.mse_loss(rim(y, op)[-1], x)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
 # ------------------------------------------------------------------------------------- errors
 def test_errors_on_bad_inputs():
     op, _, y = _masked_problem(1, (8, 8))
@@ -316,6 +343,6 @@ def test_errors_on_bad_inputs():
         RIM(sigma=0.0)
     for kwargs in ({"variant": "lstm"}, {"architecture": "unet"}, {"link": "exp"}, {"memory": "invertible"},
                    {"dims": 1}, {"norm": "weird"}, {"architecture": "mri", "norm": "batch"},
-                   {"stride": 4}, {"eps_init": 0.0}):
+                   {"stride": 4}, {"eps_init": 0.0}, {"output_init": "ones"}):
         with pytest.raises(ValueError):
             RIM(hidden_channels=4, conv_channels=4, **kwargs)

@@ -70,9 +70,9 @@ def test_train_writes_checkpoints_and_resume_matches_uninterrupted(tmp_path):
 
 def test_save_load_gives_identical_outputs_and_rejects_corrupt_files(tmp_path):
     torch.manual_seed(3)
-    model = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    model = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
     save_model(model, tmp_path)
-    other = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none")
+    other = RIM(channels=1, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random")
     load_model(other, tmp_path)
     from learn2invert.operators import Denoising
 
@@ -195,7 +195,7 @@ def test_compile_really_compiles_the_mri_rim_and_matches_eager():
     mask = operators.masks.random_mask((8,), 2.0, 0.25, seed=0).float().reshape(1, 1, 1, 8)
     op = operators.SingleCoilMRI(mask)
     y = op.A(torch.randn(2, 2, 8, 8))
-    model = RIM(2, architecture="mri", steps=1, conv_channels=4, hidden_channels=4)
+    model = RIM(2, architecture="mri", steps=1, conv_channels=4, hidden_channels=4, output_init="random")
     torch._dynamo.reset()
     compiled = CompiledOrEager(model)
     with warnings.catch_warnings():

@@ -25,9 +25,8 @@ from torch import nn
 from ..nn.conv_gru import conv_nd
 from ..operators.base import LinearOperator
 from ..operators.likelihood import back_projection, lipschitz_scale, normal
-from .base import Solver
+from .base import Solver, check_step_units
 from .classical import conjugate_gradient
-from .unrolled import check_step_units
 
 
 class ProxCNN(nn.Module):

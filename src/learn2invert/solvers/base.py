@@ -31,7 +31,18 @@ from torch import nn
 
 from ..nn.prox.base import inverse_softplus
 from ..operators.base import check_finite, check_measurements, check_parameter_dtype
-from ..operators.likelihood import back_projection, data_gradient
+from ..operators.likelihood import NoGradientError, back_projection, data_gradient, lipschitz_scale
+
+# Units of a solver's step sizes, penalties or noise-variance floor: as given, or relative to
+# ||A||^2 (the Lipschitz constant of the Gaussian data term's gradient) of each call's operator.
+STEP_UNITS = ("absolute", "lipschitz")
+
+
+def check_step_units(value: str, name: str = "step_units") -> str:
+    """``value`` if it is one of :data:`STEP_UNITS`, else a ValueError naming the parameter."""
+    if value not in STEP_UNITS:
+        raise ValueError(f"{name} must be one of {STEP_UNITS}, got {value!r}")
+    return value
 
 INITS = ("adjoint", "scaled_adjoint", "zeros", "measurement")
 
@@ -147,25 +158,39 @@ class Solver(nn.Module):
         return s * s
 
     # ------------------------------------------------------------------------------ the data term
-    def add_eps(self, eps_init: float) -> None:
+    def add_eps(self, eps_init: float, eps_units: str = "lipschitz") -> None:
         """Give the solver a trainable ``eps = softplus(phi)`` that :meth:`data_gradient` adds to
-        ``sigma^2`` (it keeps noise-free problems finite; RIM paper eq. 15). Registers ``phi``."""
+        ``sigma^2`` (it keeps noise-free problems finite; RIM paper eq. 15). Registers ``phi``.
+        ``eps_units="lipschitz"``: ``eps`` counts in units of each call's ``||A||^2``, so the
+        gradient ``A^T (y - A x) / (sigma^2 + eps ||A||^2)`` has the units of ``x`` on any operator
+        (CT, super-resolution, unnormalised projections); ``"absolute"``: in units of ``y^2``."""
         if not eps_init > 0:
             raise ValueError(f"eps_init must be > 0, got {eps_init}")
+        self.eps_units = check_step_units(eps_units, "eps_units")
         # phi = softplus^-1(eps_init), so that eps starts at eps_init.
         self.phi = nn.Parameter(torch.tensor(inverse_softplus(float(eps_init))))
 
     @property
     def eps(self) -> torch.Tensor:
-        """``softplus(phi)``, 0-dim, units of ``y^2`` (solvers that called :meth:`add_eps` only)."""
+        """``softplus(phi)``, 0-dim, units of ``y^2`` or of ``||A||^2`` (see :meth:`add_eps`)."""
         return F.softplus(self.phi)
+
+    def eps_scale(self, operator, x: torch.Tensor) -> float:
+        """What ``eps`` is multiplied by for this call: 1, or ``||A||^2`` in Lipschitz units."""
+        if self.eps_units == "absolute":
+            return 1.0
+        try:
+            return lipschitz_scale(operator, x)
+        except NoGradientError as err:
+            raise NoGradientError(f"{self.name}: eps_units='lipschitz' needs ||A||^2: {err}; or set "
+                                  "solver.params.eps_units: absolute") from None
 
     def data_gradient(self, x: torch.Tensor, y: torch.Tensor, operator,
                       sigma2: torch.Tensor | None = None) -> torch.Tensor:
         """``grad_x log p(y | x)`` of :func:`~learn2invert.operators.likelihood.data_gradient`, shape of ``x``:
-        ``A^T (y - A x) / (sigma2 + eps)`` for a linear operator and Gaussian noise; with
-        ``sigma2=None`` undivided (unit variance, no ``eps``)."""
-        variance = None if sigma2 is None else sigma2 + self.eps
+        ``A^T (y - A x) / (sigma2 + eps)`` for a linear operator and Gaussian noise (``eps`` times
+        :meth:`eps_scale`); with ``sigma2=None`` undivided (unit variance, no ``eps``)."""
+        variance = None if sigma2 is None else sigma2 + self.eps * self.eps_scale(operator, x)
         return data_gradient(operator, x, y, variance, owner=self.name)
 
     # ----------------------------------------------------------------------------------- hooks

@@ -97,6 +97,10 @@ class IRIM(Solver):
             floating-point drift (0: never).
         sigma: default noise standard deviation in units of ``y`` (used when the call gives none).
         eps_init: initial ``eps = softplus(phi)`` added to ``sigma^2``.
+        eps_units: ``"lipschitz"`` (default): ``eps`` in units of each call's ``||A||^2``, so the
+            data gradient has the units of ``x`` on any operator; ``"absolute"``: in units of
+            ``y^2`` (runs saved before December 2026). The same on operators of norm 1 (MRI,
+            denoising, inpainting). See :meth:`~learn2invert.solvers.base.Solver.add_eps`.
         init: initial estimate ``eta_0``: ``"zeros"`` (the paper: machine state initialised with
             zeros), ``"adjoint"`` (``A^T y``) or ``"scaled_adjoint"`` (``A^T y / ||A||^2``, in the
             units of ``x`` on any operator, e.g. CT). Nonlinear operators start from ``A_dagger(y)``
@@ -123,6 +127,7 @@ class IRIM(Solver):
         eps_init: float = 1.0,
         init: str = "zeros",
         identity_init: bool = True,
+        eps_units: str = "lipschitz",
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -150,7 +155,7 @@ class IRIM(Solver):
                           for d in downsampling)
             for _ in range(steps)
         )
-        self.add_eps(eps_init)
+        self.add_eps(eps_init, eps_units)
 
     @property
     def layers(self) -> int:

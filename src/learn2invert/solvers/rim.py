@@ -40,6 +40,7 @@ from .base import Solver
 
 VARIANTS = ("rim", "gdn", "ffn")
 ARCHITECTURES = ("strided", "mri")
+OUTPUT_INITS = ("zero", "random")
 LINKS = ("identity", "sigmoid")
 NORMS = ("batch", "instance", "layer", "none")
 MEMORY_MODES = ("autograd", "checkpoint")
@@ -289,12 +290,20 @@ class RIM(Solver):
             ``"none"``. ``"strided"`` only (the MRI baseline has no normalisation).
         eps_init: initial value of ``eps = softplus(phi)`` added to ``sigma^2`` (paper eq. 15); the
             paper does not give one. ``phi`` is a trainable scalar parameter.
+        eps_units: ``"lipschitz"`` (default): ``eps`` in units of each call's ``||A||^2``, so the
+            gradient the network sees has the units of ``x`` on any operator; ``"absolute"``: in
+            units of ``y^2`` (runs saved before December 2026). The same on operators of norm 1.
         init: starting estimate when the call gives no ``x0``: ``"adjoint"`` (``A^T y``),
             ``"zeros"`` (better where ``A^T y`` is far off in scale, e.g. unnormalised random
             projections, whose ``A^T A`` is about ``m`` times the identity) or
             ``"scaled_adjoint"`` (``A^T y / ||A||^2``, in the units of ``x`` on any operator: CT,
             unnormalised projections; see :func:`~learn2invert.operators.likelihood.back_projection`).
             Nonlinear operators start from their ``A_dagger(y)`` for both adjoint choices.
+        output_init: ``"zero"`` (default) zeroes the cell's output convolution, so an untrained RIM
+            returns its starting estimate at every step (within 1.0-1.1x of the best-scaled
+            adjoint's error on every built-in operator, docs/BENCHMARKS.md) and training starts
+            from there; ``"random"`` keeps PyTorch's default initialisation, which every RIM of
+            docs/ and projects/ trained before the zero start was added used (their configs pin it).
 
     Call ``rim(y, operator, x0=None, steps=None, sigma=None)``: see :meth:`forward`.
     """
@@ -316,10 +325,14 @@ class RIM(Solver):
         norm: str | None = None,
         eps_init: float = 1e-2,
         init: str = "adjoint",
+        output_init: str = "zero",
+        eps_units: str = "lipschitz",
     ) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if output_init not in OUTPUT_INITS:
+            raise ValueError(f"output_init must be one of {OUTPUT_INITS}, got {output_init!r}")
         self.init = init
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -371,7 +384,11 @@ class RIM(Solver):
                 hidden_channels=64 if hidden_channels is None else hidden_channels,
                 recurrent=recurrent,
             )
-        self.add_eps(eps_init)
+        if output_init == "zero":
+            # The update delta is then 0 for any input: the estimate stays at its start until
+            # training moves the output weights (their gradient is not zero, so it does).
+            nn.init.zeros_(self.cell.out.weight if architecture == "strided" else self.cell.conv3.weight)
+        self.add_eps(eps_init, eps_units)
 
     @property
     def link(self) -> str:

@@ -38,17 +38,9 @@ from ..nn.prox.base import Prox, inverse_softplus
 from ..operators.base import LinearOperator
 from ..operators.likelihood import back_projection, lipschitz_scale
 from ..registry import PROXES
-from .base import Solver
+from .base import Solver, check_step_units
 
 INITS = ("adjoint", "measurement", "zeros", "prox")
-STEP_UNITS = ("absolute", "lipschitz")
-
-
-def check_step_units(step_units: str) -> str:
-    """``step_units`` if it is one of :data:`STEP_UNITS`, else a ValueError."""
-    if step_units not in STEP_UNITS:
-        raise ValueError(f"step_units must be one of {STEP_UNITS}, got {step_units!r}")
-    return step_units
 
 
 class UnrolledProximalGradient(Solver):

@@ -200,20 +200,26 @@ def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
     return text
 
 
-# Solvers with a step or penalty in units (``solver.params.step_units``). New configs get Lipschitz
-# units (steps of ``mu / ||A||^2``) unless they say otherwise; runs saved before that default
-# (December 2026) record no units and were trained in absolute ones, so a saved run's missing key
-# reads as "absolute". Every config read here gets the key written out, so the run folder a
-# training writes says which units its weights expect.
-STEP_UNIT_SOLVERS = ("unrolled", "deq4ip", "admm")
+# Solver parameters whose default changed (December 2026): ``{solver: {key: (value in runs saved
+# before, new default)}}``. Lipschitz step units (steps of ``mu / ||A||^2``) and noise floors
+# (``eps ||A||^2``); DEQ4IP's residual gain that starts at 0; the RIM's zeroed output layer. A saved run's missing key reads as the old value
+# (what its weights were trained with), a new config's as the new default; every config read here
+# gets the key written out, so the run folder a training writes says which one its weights expect.
+CHANGED_DEFAULTS = {
+    "unrolled": {"step_units": ("absolute", "lipschitz")},
+    "deq4ip": {"step_units": ("absolute", "lipschitz"), "prox_gain": (None, 0.0)},
+    "admm": {"step_units": ("absolute", "lipschitz")},
+    "rim": {"output_init": ("random", "zero"), "eps_units": ("absolute", "lipschitz")},
+    "irim": {"eps_units": ("absolute", "lipschitz")},
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 saved: bool = False) -> dict:
     """Read a YAML config, apply ``key=value`` overrides and check it against :data:`DEFAULTS`.
 
-    ``saved``: the config is a run folder's ``config.yaml`` (it then keeps the units its weights
-    were trained in; see :data:`STEP_UNIT_SOLVERS`). Returns the fully resolved config (every
+    ``saved``: the config is a run folder's ``config.yaml`` (it then keeps the settings its weights
+    were trained with; see :data:`CHANGED_DEFAULTS`). Returns the fully resolved config (every
     default filled in).
     """
     user: dict = {}
@@ -245,8 +251,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config = _merge(DEFAULTS, user)
     _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
     check_config_names(config)
-    if config["solver"]["name"] in STEP_UNIT_SOLVERS and isinstance(config["solver"]["params"], dict):
-        config["solver"]["params"].setdefault("step_units", "absolute" if saved else "lipschitz")
+    params = config["solver"]["params"]
+    if isinstance(params, dict):
+        for key, (before, now) in CHANGED_DEFAULTS.get(config["solver"]["name"], {}).items():
+            params.setdefault(key, before if saved else now)
     return config
 
 
