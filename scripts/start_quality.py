@@ -44,6 +44,7 @@ OPERATORS = (
     ("random_projection (raw N(0,1))", "random_projection", ("operator.params={reduction: 2, normalize: false}",
                                                              "operator.noise_sigma=1.0")),
     ("mri 4x", "mri", ()),
+    ("mri 4x, 8 coils", "mri", ("operator.params={coils: 8}",)),
     ("ct (60 angles)", "ct", ()),
 )
 SOLVERS = ("unrolled, absolute", "unrolled, lipschitz", "deq4ip, lipschitz, no gain", "deq4ip, lipschitz",
