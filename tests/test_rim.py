@@ -318,6 +318,42 @@ def test_default_zero_output_layer_starts_at_x0_and_still_trains(architecture):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.parametrize("architecture", ["strided", "mri"])
+def test_sigma_input_starts_as_the_plain_rim_and_then_tells_noise_levels_apart(architecture, tmp_path):
+    op, _, y = _masked_problem(1, (8, 8), batch=3)
+    kw = {"channels": 1, "steps": 2, "architecture": architecture, **({"norm": "none"} if architecture == "strided" else {})}
+    torch.manual_seed(0)
+    plain = _small_rim(**kw)
+    torch.manual_seed(0)
+    aware = _small_rim(**kw, sigma_input=True)
+    sigma = torch.tensor([0.05, 0.1, 0.2]).view(3, 1, 1, 1)
+    # A fine-tuning run loads the plain RIM's weights; the zero embedding is kept, not an error.
+    from learn2invert.checkpoint import load_model, save_model
+    save_model(plain, tmp_path)
+    load_model(aware, tmp_path, new_zero_ok=True)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_model(aware, tmp_path)  # strict by default
+    torch.testing.assert_close(aware(y, op, sigma=sigma)[-1], plain(y, op, sigma=sigma)[-1])
+    aware(y, op, sigma=sigma)[-1].square().sum().backward()
+    assert aware.sigma_embed.weight.grad.abs().sum() > 0  # training can move it
+    with torch.no_grad():
+        aware.sigma_embed.weight.normal_(generator=torch.Generator().manual_seed(0))
+        same_y = y[:1].expand(3, -1, -1, -1)
+        out = aware(same_y, op, sigma=sigma)[-1]
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    # Checkpointed steps recompute the shift: the same gradients as autograd.
+    torch.manual_seed(0)
+    a = _small_rim(**kw, sigma_input=True)
+    b = _small_rim(**kw, sigma_input=True, memory="checkpoint")
+    with torch.no_grad():
+        a.sigma_embed.weight.normal_()
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        m(y, op, sigma=sigma)[-1].square().sum().backward()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
 # ------------------------------------------------------------------------------------- errors
 def test_errors_on_bad_inputs():
     op, _, y = _masked_problem(1, (8, 8))

@@ -191,7 +191,8 @@ def save_model(model: torch.nn.Module, run_dir: str | Path, metadata: dict[str, 
     return write_safetensors(Path(run_dir) / name, model.state_dict(), metadata)
 
 
-def load_model(model: torch.nn.Module, path: str | Path, allow_pickle: bool = False) -> None:
+def load_model(model: torch.nn.Module, path: str | Path, allow_pickle: bool = False,
+               new_zero_ok: bool = False) -> None:
     """Load weights into ``model`` (strict: names and shapes must match).
 
     Args:
@@ -199,6 +200,9 @@ def load_model(model: torch.nn.Module, path: str | Path, allow_pickle: bool = Fa
         path: a run folder (its ``model.safetensors`` is read) or a weights file.
         allow_pickle: also accept a ``torch.save`` file, read with ``torch.load(weights_only=True)``.
             Only for files you trust; without it such a file raises :class:`UnsafeCheckpoint`.
+        new_zero_ok: fine-tuning: ``model`` may have tensors the file lacks if each is all zeros
+            (a zero-initialised addition such as the RIM's ``sigma_input``, which leaves the loaded
+            model's function unchanged); they keep their zeros. Every tensor of the file must fit.
     """
     path = Path(path)
     if path.is_dir():
@@ -212,8 +216,10 @@ def load_model(model: torch.nn.Module, path: str | Path, allow_pickle: bool = Fa
             prev = path.with_name(MODEL_PREV)
             hint = f" (the previous checkpoint {prev} may still be good)" if path.name == MODEL_FILE and prev.is_file() else ""
             raise CorruptCheckpoint(f"{err}{hint}") from err
+    own = model.state_dict()
+    added = [k for k in own if k not in state and not bool(own[k].any())] if new_zero_ok else []
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict({**state, **{k: own[k] for k in added}}, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit the solver of the config: {err}") from err
 

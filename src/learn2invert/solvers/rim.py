@@ -166,9 +166,12 @@ class StridedRIMCell(nn.Module):
         low = [math.ceil(n / self.stride) for n in image.shape[2:]]
         return [image.new_zeros((image.shape[0], self.hidden_channels, *low))]
 
-    def forward(self, inp: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``inp (B, in_channels, *S)``, state list -> ``(delta (B, out_channels, *S), new state list)``."""
-        h = torch.tanh(self.down_norm(self.down(inp)))
+    def forward(self, inp: torch.Tensor, state: Sequence[torch.Tensor],
+                shift: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``inp (B, in_channels, *S)``, state list -> ``(delta (B, out_channels, *S), new state list)``.
+        ``shift (B, conv_channels, 1, ...)`` is added to the first layer's features (the noise level)."""
+        h = self.down_norm(self.down(inp))
+        h = torch.tanh(h if shift is None else h + shift)
         if self.recurrent:
             h = self.rnn(h, state[0])
             new_state = [h]
@@ -224,9 +227,12 @@ class MRIRIMCell(nn.Module):
         shape = (image.shape[0], self.hidden_channels, *image.shape[2:])
         return [image.new_zeros(shape), image.new_zeros(shape)]
 
-    def forward(self, inp: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``inp (B, in_channels, *S)``, state list -> ``(delta (B, out_channels, *S), new state list)``."""
-        h = F.relu(self.conv1(inp))
+    def forward(self, inp: torch.Tensor, state: Sequence[torch.Tensor],
+                shift: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``inp (B, in_channels, *S)``, state list -> ``(delta (B, out_channels, *S), new state list)``.
+        ``shift (B, conv_channels, 1, ...)`` is added to the first layer's features (the noise level)."""
+        h = self.conv1(inp)
+        h = F.relu(h if shift is None else h + shift)
         if self.recurrent:
             s1 = self.rnn1(h, state[0])
             s2 = self.rnn2(F.relu(self.conv2(s1)), state[1])
@@ -293,6 +299,11 @@ class RIM(Solver):
         eps_units: ``"lipschitz"`` (default): ``eps`` in units of each call's ``||A||^2``, so the
             gradient the network sees has the units of ``x`` on any operator; ``"absolute"``: in
             units of ``y^2`` (runs saved before December 2026). The same on operators of norm 1.
+        sigma_input: also give the network the noise level: ``log sigma`` of each sample, mapped by a
+            linear layer (zero at the start, so the untrained or fine-tuned-from RIM is unchanged)
+            to a shift of the first layer's features. Without it the network sees ``sigma`` only
+            through ``sigma^2 + eps``, which a trained ``eps`` much larger than ``sigma^2`` hides (a
+            blind denoiser over a range of noise levels).
         init: starting estimate when the call gives no ``x0``: ``"adjoint"`` (``A^T y``),
             ``"zeros"`` (better where ``A^T y`` is far off in scale, e.g. unnormalised random
             projections, whose ``A^T A`` is about ``m`` times the identity) or
@@ -327,6 +338,7 @@ class RIM(Solver):
         init: str = "adjoint",
         output_init: str = "zero",
         eps_units: str = "lipschitz",
+        sigma_input: bool = False,
     ) -> None:
         super().__init__()
         if init not in INITS:
@@ -384,6 +396,10 @@ class RIM(Solver):
                 hidden_channels=64 if hidden_channels is None else hidden_channels,
                 recurrent=recurrent,
             )
+        self.sigma_embed = nn.Linear(1, conv_channels) if sigma_input else None
+        if self.sigma_embed is not None:  # starts at zero: the noise level changes nothing until trained
+            nn.init.zeros_(self.sigma_embed.weight)
+            nn.init.zeros_(self.sigma_embed.bias)
         if output_init == "zero":
             # The update delta is then 0 for any input: the estimate stays at its start until
             # training moves the output weights (their gradient is not zero, so it does).
@@ -430,8 +446,17 @@ class RIM(Solver):
         """One RIM update: ``(eta_t, s_t) -> (eta_{t+1}, s_{t+1})``, returned as ``(eta, *state)``."""
         grad = self.latent_gradient(eta, y, operator, sigma2)
         inp = grad if self.variant == "gdn" else torch.cat([self._link(eta), grad], dim=1)
-        delta, new_state = self.cell(inp, state)
+        delta, new_state = self.cell(inp, state, self._noise_shift(sigma2, eta))
         return (eta + delta, *new_state)
+
+    def _noise_shift(self, sigma2: torch.Tensor, eta: torch.Tensor) -> torch.Tensor | None:
+        """``(B, conv_channels, 1, ...)`` from each sample's ``log sigma`` (``sigma_input`` only)."""
+        if self.sigma_embed is None:
+            return None
+        log_sigma = 0.5 * torch.log(sigma2.expand(eta.shape[0], *sigma2.shape[1:]) if sigma2.dim() else
+                                    sigma2.expand(eta.shape[0]))
+        log_sigma = log_sigma.reshape(eta.shape[0], -1).mean(1, keepdim=True)  # (B, 1)
+        return self.sigma_embed(log_sigma).reshape(eta.shape[0], -1, *([1] * (eta.dim() - 2)))
 
     def forward(
         self,

@@ -300,7 +300,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     start_epoch, start_batch, global_step = 0, 0, 0
     best = {"loss": math.inf, "step": 0, "waited": 0}
     if point is None and train_cfg["init_weights"]:  # fine-tuning; every rank reads the same file
-        load_model(solver, weights_file(_init_folder(train_cfg["init_weights"]), "best"))
+        load_model(solver, weights_file(_init_folder(train_cfg["init_weights"]), "best"), new_zero_ok=True)
     if point is not None:  # rank 0 read it; the weights reach the other ranks through DDP's initial broadcast
         try:
             solver.load_state_dict(point.model, strict=True)
