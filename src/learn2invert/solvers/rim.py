@@ -453,9 +453,8 @@ class RIM(Solver):
         """``(B, conv_channels, 1, ...)`` from each sample's ``log sigma`` (``sigma_input`` only)."""
         if self.sigma_embed is None:
             return None
-        log_sigma = 0.5 * torch.log(sigma2.expand(eta.shape[0], *sigma2.shape[1:]) if sigma2.dim() else
-                                    sigma2.expand(eta.shape[0]))
-        log_sigma = log_sigma.reshape(eta.shape[0], -1).mean(1, keepdim=True)  # (B, 1)
+        variance = sigma2.reshape(sigma2.shape[0] if sigma2.dim() else 1, -1).mean(1, keepdim=True)  # (B or 1, 1)
+        log_sigma = 0.5 * torch.log(variance).expand(eta.shape[0], 1)
         return self.sigma_embed(log_sigma).reshape(eta.shape[0], -1, *([1] * (eta.dim() - 2)))
 
     def forward(
