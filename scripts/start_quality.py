@@ -11,9 +11,8 @@ truth: 1 means "as good as the best-scaled adjoint", which no untrained solver c
 Steps in ``absolute`` units use ``mu_0 = 1`` (ADMM's penalty ``rho_0 = 1``) whatever the operator;
 ``lipschitz`` divides the steps by ``||A||^2`` and multiplies ADMM's penalty by it (a power-iteration
 estimate where the operator does not know it), and starts from ``A^T y / ||A||^2``; the i-RIM's
-and RIM's ``init: scaled_adjoint`` starts from ``A^T y / ||A||^2``. DEQ4IP's residual gain starts
-at 0 by default (``prox_gain: null``: without the gain, as before December 2026); the RIM's
-output layer starts at zero by default (``output_init: random``: PyTorch's default, as before).
+and RIM's ``init: scaled_adjoint`` starts from ``A^T y / ||A||^2``. The RIM's output layer
+starts at zero by default (``output_init: random``: PyTorch's default, as before December 2026).
 """
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ OPERATORS = (
     ("mri 4x, 8 coils", "mri", ("operator.params={coils: 8}",)),
     ("ct (60 angles)", "ct", ()),
 )
-SOLVERS = ("unrolled, absolute", "unrolled, lipschitz", "deq4ip, lipschitz, no gain", "deq4ip, lipschitz",
+SOLVERS = ("unrolled, absolute", "unrolled, lipschitz", "deq4ip, absolute", "deq4ip, lipschitz",
            "admm, absolute", "admm, lipschitz", "i-rim, scaled_adjoint", "rim, random output", "rim, scaled_adjoint")
 
 
@@ -64,7 +63,7 @@ def _solvers(channels: int) -> dict:
     return {
         "unrolled, absolute": seeded(lambda: UnrolledProximalGradient([prox()], folds=4, step_units="absolute")),
         "unrolled, lipschitz": seeded(lambda: UnrolledProximalGradient([prox()], folds=4, step_units="lipschitz")),
-        "deq4ip, lipschitz, no gain": seeded(lambda: DEQ4IP(channels, depth=4, features=8, prox_gain=None)),
+        "deq4ip, absolute": seeded(lambda: DEQ4IP(channels, depth=4, features=8, step_units="absolute")),
         "deq4ip, lipschitz": seeded(lambda: DEQ4IP(channels, depth=4, features=8)),
         "admm, absolute": seeded(lambda: ADMMNet(channels, stages=4, features=8, step_units="absolute")),
         "admm, lipschitz": seeded(lambda: ADMMNet(channels, stages=4, features=8, step_units="lipschitz")),

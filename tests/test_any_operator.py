@@ -197,23 +197,21 @@ def test_new_runs_record_lipschitz_units_and_older_runs_load_in_absolute_ones(tm
     assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["step_units"] == "absolute"
 
 
-def test_saved_deq4ip_and_rim_runs_keep_the_initialisation_their_weights_came_from(tmp_path):
-    # DEQ4IP's residual gain (new default: a parameter starting at 0) and the RIM's zeroed output
-    # layer are new; a run folder saved before them has no key and must load as trained.
-    params = "{depth: 2, features: 4, forward_solver: {max_iter: 3}, backward_solver: {max_iter: 3}}"
-    overrides = (f"solver={{name: deq4ip, params: {params}}}", "data.train_length=8", "data.val_length=4",
-                 "data.patch_size=8", "train.batch_size=4", "train.max_steps=2")
+def test_saved_rim_runs_keep_the_initialisation_and_units_their_weights_came_from(tmp_path):
+    # The RIM's zeroed output layer and its noise floor in units of ||A||^2 are new defaults; a run
+    # folder saved before them has no keys and must load as it was trained.
+    overrides = ("data.train_length=8", "data.val_length=4", "data.patch_size=8", "train.batch_size=4",
+                 "train.max_steps=1")
     run = tmp_path / "run"
-    loop.train(SMOKE, run, overrides=overrides, show_progress=False)
+    loop.train(SMOKE, run, overrides=overrides, show_progress=False)  # smoke.yaml trains a RIM
+    text = (run / "config.yaml").read_text()
+    assert "output_init: zero" in text and "eps_units: lipschitz" in text
     from learn2invert.inference import load_solver
-    solver = load_solver(run)[0]
-    assert "prox_gain: 0.0" in (run / "config.yaml").read_text()
-    assert float(solver.equilibrium.f.gain) != 0.0  # trained away from its start
-    old = (run / "config.yaml").read_text().replace("prox_gain: 0.0", "")
-    (run / "config.yaml").write_text(old)
-    assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["prox_gain"] is None
-    assert load_config(SMOKE)["solver"]["params"]["output_init"] == "zero"  # smoke.yaml trains a RIM
-    assert load_config(SMOKE, saved=True)["solver"]["params"]["output_init"] == "random"
+    assert load_solver(run)[0].eps_units == "lipschitz"
+    (run / "config.yaml").write_text(text.replace("output_init: zero", "").replace("eps_units: lipschitz", ""))
+    params = load_config(run / "config.yaml", saved=True)["solver"]["params"]
+    assert params["output_init"] == "random" and params["eps_units"] == "absolute"
+    assert load_solver(run)[0].eps_units == "absolute"
 
 
 def test_rim_noise_floor_counts_in_units_of_the_operator_norm():
@@ -244,8 +242,8 @@ def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     b = UnrolledProximalGradient([prox], folds=3)(y, mri)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     torch.manual_seed(0)
-    deq = DEQ4IP(2, depth=3, features=4, step_units="absolute", prox_gain=1.0).eval()
-    deq_lipschitz = DEQ4IP(2, depth=3, features=4, prox_gain=1.0).eval()
+    deq = DEQ4IP(2, depth=3, features=4, step_units="absolute").eval()
+    deq_lipschitz = DEQ4IP(2, depth=3, features=4).eval()
     deq_lipschitz.load_state_dict(deq.state_dict())
     with torch.no_grad():
         assert torch.equal(deq(y, mri)[-1], deq_lipschitz(y, mri)[-1])

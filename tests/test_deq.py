@@ -421,7 +421,7 @@ def test_luser_and_deq4ip_pass_the_checks_with_their_loose_solves():
     x = torch.rand(2, 3, 8, 8)
     y = op.A(x)
     luser = unrolled_solver(3, prox="luser", folds=2, shared=False, init="measurement", prox_params={"features": 8, "groups": 4})
-    deq4ip = DEQ4IP(3, depth=3, features=8, prox_gain=1.0)
+    deq4ip = DEQ4IP(3, depth=3, features=8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for solver in (luser, deq4ip):

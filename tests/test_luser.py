@@ -23,8 +23,7 @@ def test_parameter_counts_match_the_paper_table_3():
     dw = sum(p.numel() for p in unrolled_solver(3, prox="luser", folds=8, shared=False).parameters())
     assert sw == 96_268 and dw == 770_088  # + one gain per regulariser (not in the paper)
     assert abs(sw - 96_503) / 96_503 < 0.01 and abs(dw - 770_073) / 770_073 < 0.001
-    assert sum(p.numel() for p in DEQ4IP(3, prox_gain=None).parameters()) == 557_441  # DnCNN without BatchNorm + step
-    assert sum(p.numel() for p in DEQ4IP(3).parameters()) == 557_442  # + the residual gain
+    assert sum(p.numel() for p in DEQ4IP(3).parameters()) == 557_441  # DnCNN without BatchNorm + step
 
 
 class _Scale(torch.nn.Module):
@@ -100,7 +99,7 @@ def test_deq4ip_on_mri_gives_a_descent_direction_and_logs_statistics():
     op = SingleCoilMRI(mask.unsqueeze(0)).double()
     x = torch.rand(2, 2, 16, 16, dtype=torch.float64)
     y = op.A(x)
-    deq = DEQ4IP(2, depth=3, features=8, forward_solver={"max_iter": 60, "tol": 1e-8}, prox_gain=1.0).double().eval()
+    deq = DEQ4IP(2, depth=3, features=8, forward_solver={"max_iter": 60, "tol": 1e-8}).double().eval()
     loss = ((deq(y, op)[-1] - x) ** 2).mean()
     loss.backward()
     assert 1 <= deq.diagnostics()["fp_iterations"] <= 60 and deq.diagnostics()["fp_residual"] < 0.1
@@ -127,7 +126,7 @@ def test_save_load_gives_identical_reconstructions(tmp_path):
         assert torch.equal(solver(y, op)[-1], again(y, op)[-1])
 
 
-def test_deq4ip_starts_from_a_pretrained_spectral_denoiser_with_gain_one(tmp_path):
+def test_deq4ip_starts_from_a_pretrained_spectral_denoiser(tmp_path):
     # The Gilton et al. recipe: a one-fold spectrally normalised DnCNN denoiser initialises the prox.
     torch.manual_seed(0)
     denoiser = unrolled_solver(2, prox="dncnn", folds=1, prox_params={"depth": 3, "features": 4, "spectral": True,
@@ -135,10 +134,8 @@ def test_deq4ip_starts_from_a_pretrained_spectral_denoiser_with_gain_one(tmp_pat
     denoiser(torch.rand(1, 2, 8, 8), GaussianBlur(kernel_size=3, sigma=1.0))  # settles the spectral-norm vectors
     save_model(denoiser.eval(), tmp_path)
     deq = DEQ4IP(2, depth=3, features=4, pretrained=str(tmp_path))
-    assert float(deq.equilibrium.f.gain) == 1.0  # the denoiser as it was trained, not the untrained gain of 0
     for (name, a), b in zip(deq.equilibrium.f.prox.state_dict().items(), denoiser.prox[0].state_dict().values()):
         assert torch.equal(a, b), name
-    assert float(DEQ4IP(2, depth=3, features=4).equilibrium.f.gain) == 0.0
 
 
 def test_groups_must_divide_features():

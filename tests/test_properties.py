@@ -319,7 +319,7 @@ SOLVERS: dict[str, SolverSpec] = {
     "luser": SolverSpec(_learned(lambda c: unrolled_solver(c, prox="luser", folds=2, shared=True, prox_params={
                             "features": 4, "groups": 2, "forward_solver": {"max_iter": 4}})),
                         lambda h, w: True, ("UnrolledProximalGradient",)),
-    "deq4ip": SolverSpec(_learned(lambda c: DEQ4IP(c, depth=3, features=4, forward_solver={"max_iter": 4}, prox_gain=1.0)),
+    "deq4ip": SolverSpec(_learned(lambda c: DEQ4IP(c, depth=3, features=4, forward_solver={"max_iter": 4})),
                          lambda h, w: True, ("DEQ4IP",)),
     "glow": SolverSpec(_learned(lambda c: unrolled_solver(c, prox="glow", folds=2, init="prox", prox_params=_TINY_GLOW)),
                        lambda h, w: h % 2 == 0 and w % 2 == 0, ("UnrolledProximalGradient", "GlowProx"),

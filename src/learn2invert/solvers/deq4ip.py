@@ -21,11 +21,10 @@ from .unrolled import INITS, load_pretrained_prox
 
 
 class _ProxGradientMap(nn.Module):
-    """``f(x, y, A) = v + g (prox(v) - v)`` with ``v = x + mu A^T(y - A x)``: DEQ4IP's fixed-point
-    map (the data step from :func:`~learn2invert.operators.likelihood.data_gradient`, so nonlinear
-    operators fit too). Without a gain ``g`` (``gain_init=None``) it is ``prox(v)`` itself."""
+    """``f(x, y, A) = prox(x + mu A^T(y - A x))``: DEQ4IP's fixed-point map (the data step from
+    :func:`~learn2invert.operators.likelihood.data_gradient`, so nonlinear operators fit too)."""
 
-    def __init__(self, prox: nn.Module, step_init: float, learn_step: bool, gain_init: float | None = None) -> None:
+    def __init__(self, prox: nn.Module, step_init: float, learn_step: bool) -> None:
         super().__init__()
         self.prox = prox
         raw = torch.tensor(inverse_softplus(float(step_init)))
@@ -33,17 +32,13 @@ class _ProxGradientMap(nn.Module):
             self.step_raw = nn.Parameter(raw)
         else:
             self.register_buffer("step_raw", raw)
-        self.gain = None if gain_init is None else nn.Parameter(torch.tensor(float(gain_init)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator,
                 norm_squared: float | None = None) -> torch.Tensor:
         step = F.softplus(self.step_raw)
         if norm_squared is not None:  # step_units="lipschitz": mu in units of 1 / ||A||^2
             step = step / norm_squared
-        v = x + step * data_gradient(operator, x, y, owner="DEQ4IP")
-        if self.gain is None:
-            return self.prox(v)
-        return v + self.gain * (self.prox(v) - v)
+        return self.prox(x + step * data_gradient(operator, x, y, owner="DEQ4IP"))
 
 
 class DEQ4IP(Solver):
@@ -65,13 +60,6 @@ class DEQ4IP(Solver):
             operator and ``init="adjoint"`` starting from ``A^T y / ||A||^2``, as in
             :class:`~learn2invert.solvers.unrolled.UnrolledProximalGradient`; ``"absolute"``: ``mu``
             as it is (how runs saved before December 2026 were trained).
-        prox_gain: initial value of a trained scalar ``g`` on the prox's residual,
-            ``v + g (prox(v) - v)`` (ReZero). The default 0 starts the untrained solver as
-            Landweber iteration to the data-consistent solution (within 1.0-1.7x of the best-scaled
-            adjoint's error on every built-in operator, docs/BENCHMARKS.md), because the spectrally
-            normalised prox cannot start as the identity (the spectral norm of a zero weight is
-            0/0). With ``pretrained`` it starts at 1 (the denoiser as it was trained). ``None``: no
-            gain, ``prox(v)`` as such (runs saved before December 2026).
 
     Call ``deq(y, operator, x0=None, steps=None, sigma=None)``; returns ``[x*]`` of the image shape.
     """
@@ -79,7 +67,7 @@ class DEQ4IP(Solver):
     def __init__(self, channels: int, dims: int = 2, depth: int = 17, features: int = 64, step_init: float = 1.0,
                  learn_step: bool = True, init: str = "adjoint", forward_solver: dict | None = None,
                  backward_solver: dict | None = None, backward: str = "implicit", pretrained: str | None = None,
-                 step_units: str = "lipschitz", prox_gain: float | None = 0.0) -> None:
+                 step_units: str = "lipschitz") -> None:
         super().__init__()
         self.step_units = check_step_units(step_units)
         if init not in INITS or init == "prox":
@@ -88,8 +76,7 @@ class DEQ4IP(Solver):
         if pretrained:
             load_pretrained_prox(prox, pretrained)
         self.init, self.channels, self.dims = init, channels, dims
-        gain_init = 1.0 if pretrained and prox_gain is not None else prox_gain
-        self.equilibrium = DEQFixedPoint(_ProxGradientMap(prox, step_init, learn_step, gain_init),
+        self.equilibrium = DEQFixedPoint(_ProxGradientMap(prox, step_init, learn_step),
                                          forward_solver=FixedPointSolver.from_settings(forward_solver, 1e-3, 30),
                                          backward_solver=FixedPointSolver.from_settings(backward_solver, 1e-3, 20), backward=backward)
         self.stats: list[FixedPointStats] = []

@@ -202,12 +202,12 @@ def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
 
 # Solver parameters whose default changed (December 2026): ``{solver: {key: (value in runs saved
 # before, new default)}}``. Lipschitz step units (steps of ``mu / ||A||^2``) and noise floors
-# (``eps ||A||^2``); DEQ4IP's residual gain that starts at 0; the RIM's zeroed output layer. A saved run's missing key reads as the old value
+# (``eps ||A||^2``); the RIM's zeroed output layer. A saved run's missing key reads as the old value
 # (what its weights were trained with), a new config's as the new default; every config read here
 # gets the key written out, so the run folder a training writes says which one its weights expect.
 CHANGED_DEFAULTS = {
     "unrolled": {"step_units": ("absolute", "lipschitz")},
-    "deq4ip": {"step_units": ("absolute", "lipschitz"), "prox_gain": (None, 0.0)},
+    "deq4ip": {"step_units": ("absolute", "lipschitz")},
     "admm": {"step_units": ("absolute", "lipschitz")},
     "rim": {"output_init": ("random", "zero"), "eps_units": ("absolute", "lipschitz")},
     "irim": {"eps_units": ("absolute", "lipschitz")},
