@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn.conv_gru import ConvGRUCell, conv_nd
+from ..nn.prox.base import zero_last
 from ..operators.base import LinearOperator
 from .base import Solver
 
@@ -398,12 +399,11 @@ class RIM(Solver):
             )
         self.sigma_embed = nn.Linear(1, conv_channels) if sigma_input else None
         if self.sigma_embed is not None:  # starts at zero: the noise level changes nothing until trained
-            nn.init.zeros_(self.sigma_embed.weight)
-            nn.init.zeros_(self.sigma_embed.bias)
+            zero_last(self.sigma_embed)
         if output_init == "zero":
             # The update delta is then 0 for any input: the estimate stays at its start until
             # training moves the output weights (their gradient is not zero, so it does).
-            nn.init.zeros_(self.cell.out.weight if architecture == "strided" else self.cell.conv3.weight)
+            zero_last(self.cell.out if architecture == "strided" else self.cell.conv3)
         self.add_eps(eps_init, eps_units)
 
     @property

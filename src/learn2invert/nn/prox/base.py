@@ -48,7 +48,7 @@ class Prox(nn.Module):
 
 
 def zero_last(conv: nn.Module) -> None:
-    """Zero a convolution's weight and bias: the residual prox it ends starts as the identity."""
+    """Zero a layer's weight and bias: the residual update it ends (a prox's, the RIM's) starts at zero."""
     nn.init.zeros_(conv.weight)
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
