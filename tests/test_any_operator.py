@@ -231,6 +231,24 @@ def test_rim_noise_floor_counts_in_units_of_the_operator_norm():
         RIM(eps_units="relative")
 
 
+@pytest.mark.parametrize("memory", ["autograd", "checkpoint", "invertible"])
+def test_rim_and_irim_look_up_the_operator_norm_once_per_call(memory, monkeypatch):
+    # An operator that cannot be cached (no weak reference) would otherwise repeat the power
+    # iteration at every step; the unit of eps is fixed for the whole call.
+    from learn2invert.solvers import base
+    calls, lookup = [], base.lipschitz_scale
+    monkeypatch.setattr(base, "lipschitz_scale", lambda op, x: calls.append(1) or lookup(op, x))
+    x, op, y = _problem("random_projection")
+    torch.manual_seed(0)
+    if memory == "invertible":
+        solver = IRIM(channels=1, steps=3, state_channels=4, hidden_channels=4, downsampling=(1,))
+    else:
+        solver = RIM(channels=1, steps=3, conv_channels=4, hidden_channels=4, norm="none", memory=memory,
+                     output_init="random")
+    solver(y, op)[-1].square().mean().backward()
+    assert len(calls) == 1 and solver.phi.grad is not None  # eps still trains
+
+
 def test_normalised_operators_keep_factor_one_and_norms_are_cached():
     mask = operators.masks.random_mask((8,), 4.0, 0.25, seed=0)
     mri = operators.SingleCoilMRI(mask)

@@ -186,11 +186,15 @@ class Solver(nn.Module):
                                   "solver.params.eps_units: absolute") from None
 
     def data_gradient(self, x: torch.Tensor, y: torch.Tensor, operator,
-                      sigma2: torch.Tensor | None = None) -> torch.Tensor:
+                      sigma2: torch.Tensor | None = None, eps_scale: float | None = None) -> torch.Tensor:
         """``grad_x log p(y | x)`` of :func:`~learn2invert.operators.likelihood.data_gradient`, shape of ``x``:
         ``A^T (y - A x) / (sigma2 + eps)`` for a linear operator and Gaussian noise (``eps`` times
-        :meth:`eps_scale`); with ``sigma2=None`` undivided (unit variance, no ``eps``)."""
-        variance = None if sigma2 is None else sigma2 + self.eps * self.eps_scale(operator, x)
+        :meth:`eps_scale`, looked up here unless the caller gives it: solvers that call this every
+        step look it up once per call); with ``sigma2=None`` undivided (unit variance, no ``eps``)."""
+        if sigma2 is None:
+            variance = None
+        else:
+            variance = sigma2 + self.eps * (self.eps_scale(operator, x) if eps_scale is None else eps_scale)
         return data_gradient(operator, x, y, variance, owner=self.name)
 
     # ----------------------------------------------------------------------------------- hooks

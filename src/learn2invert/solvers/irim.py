@@ -39,16 +39,18 @@ class _DataStep:
     """``s' = s + [grad(eta); 0]``: the data-consistency update of one i-RIM step, for one call.
 
     An additive coupling (``eta`` unchanged, ``s`` shifted by a function of ``eta``), built per call
-    because it holds that call's ``y``, operator and noise variance. Follows the engine's layer
-    protocol; its only parameter is the i-RIM's ``phi``.
+    because it holds that call's ``y``, operator, noise variance and unit of ``eps``
+    (:meth:`Solver.eps_scale`, looked up once per call). Follows the engine's layer protocol; its
+    only parameter is the i-RIM's ``phi``.
     """
 
-    def __init__(self, irim: "IRIM", y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor) -> None:
-        self.irim, self.y, self.operator, self.sigma2 = irim, y, operator, sigma2
+    def __init__(self, irim: "IRIM", y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor,
+                 eps_scale: float) -> None:
+        self.irim, self.y, self.operator, self.sigma2, self.eps_scale = irim, y, operator, sigma2, eps_scale
         self.c = irim.channels
 
     def gradient(self, eta: torch.Tensor) -> torch.Tensor:
-        return self.irim.likelihood_gradient(eta, self.y, self.operator, self.sigma2)
+        return self.irim.likelihood_gradient(eta, self.y, self.operator, self.sigma2, self.eps_scale)
 
     def _shift(self, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         c = self.c
@@ -167,10 +169,10 @@ class IRIM(Solver):
                 f"downsampling={self.downsampling}, memory={self.memory!r}")
 
     def likelihood_gradient(self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator,
-                            sigma2: torch.Tensor) -> torch.Tensor:
+                            sigma2: torch.Tensor, eps_scale: float | None = None) -> torch.Tensor:
         """``grad_eta log p(y | eta)`` with noise variance ``sigma^2 + eps``, shape of ``eta``: ``A^T (y - A eta) /
         (sigma^2 + eps)`` for linear operators, see :func:`~learn2invert.operators.likelihood.data_gradient`."""
-        return self.data_gradient(eta, y, operator, sigma2)
+        return self.data_gradient(eta, y, operator, sigma2, eps_scale)
 
     def check_image(self, x: torch.Tensor, what: str = "the image (x0, or A_adjoint(y) when x0 is None)") -> None:
         """The base checks, and H, W divisible by the largest downsampling factor."""
@@ -181,9 +183,10 @@ class IRIM(Solver):
             raise ValueError(f"IRIM: images must have shape {layout} with H and W divisible by the largest "
                              f"downsampling factor {factor}; the image has shape {tuple(x.shape)}")
 
-    def step_layers(self, t: int, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor) -> list:
+    def step_layers(self, t: int, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor,
+                    eps_scale: float) -> list:
         """The invertible layers of step t (data step, then ``h_t``) for one call."""
-        return [_DataStep(self, y, operator, sigma2), *self.blocks[t]]
+        return [_DataStep(self, y, operator, sigma2, eps_scale), *self.blocks[t]]
 
     def forward(self, y: torch.Tensor, operator: LinearOperator, x0: torch.Tensor | None = None,
                 steps: int | None = None, sigma: float | torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -213,12 +216,13 @@ class IRIM(Solver):
         pad = x0.new_zeros((x0.shape[0], self.state_channels - self.channels, *x0.shape[2:]))
         h = torch.cat([x0, pad], dim=1)
         c = self.channels
+        eps_scale = self.eps_scale(operator, x0)  # ||A||^2 once per call, not once per data step
         if self.memory == "invertible" and torch.is_grad_enabled():
-            layers = [layer for t in range(steps) for layer in self.step_layers(t, y, operator, sigma2)]
+            layers = [layer for t in range(steps) for layer in self.step_layers(t, y, operator, sigma2, eps_scale)]
             return [invertible_sequence(layers, h, self.anchor_every)[:, :c]]
         iterates = []
         for t in range(steps):
-            for layer in self.step_layers(t, y, operator, sigma2):
+            for layer in self.step_layers(t, y, operator, sigma2, eps_scale):
                 h = layer.forward(h)
             iterates.append(h[:, :c])
         return iterates

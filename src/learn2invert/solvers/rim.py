@@ -429,22 +429,25 @@ class RIM(Solver):
                 )
 
     def latent_gradient(
-        self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor
+        self, eta: torch.Tensor, y: torch.Tensor, operator: LinearOperator, sigma2: torch.Tensor,
+        eps_scale: float | None = None,
     ) -> torch.Tensor:
         """Gradient of ``log p(y | eta)`` w.r.t. ``eta``, noise variance ``sigma^2 + eps``.
 
         For a linear operator and Gaussian noise ``Psi'(eta) o A^T (y - A Psi(eta)) / (sigma^2 + eps)``
         (paper eq. 15 pulled back through the link by the chain rule); any other operator or noise
         model through :func:`~learn2invert.operators.likelihood.data_gradient`. Shape of ``eta``;
-        ``sigma2`` is the noise variance, broadcastable to ``eta``.
+        ``sigma2`` is the noise variance, broadcastable to ``eta``; ``eps_scale`` the unit of ``eps``
+        for this call (:meth:`eps_scale`; looked up when not given).
         """
-        return self._link.pullback(eta, self.data_gradient(self._link(eta), y, operator, sigma2))
+        return self._link.pullback(eta, self.data_gradient(self._link(eta), y, operator, sigma2, eps_scale))
 
     def _step(
-        self, eta: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, *state: torch.Tensor, operator: LinearOperator
+        self, eta: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, *state: torch.Tensor, operator: LinearOperator,
+        eps_scale: float | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """One RIM update: ``(eta_t, s_t) -> (eta_{t+1}, s_{t+1})``, returned as ``(eta, *state)``."""
-        grad = self.latent_gradient(eta, y, operator, sigma2)
+        grad = self.latent_gradient(eta, y, operator, sigma2, eps_scale)
         inp = grad if self.variant == "gdn" else torch.cat([self._link(eta), grad], dim=1)
         delta, new_state = self.cell(inp, state, self._noise_shift(sigma2, eta))
         return (eta + delta, *new_state)
@@ -491,15 +494,16 @@ class RIM(Solver):
         sigma2 = self.noise_variance(sigma, x0)
         eta = self._link.inverse(x0)
         state = self.cell.initial_state(x0)
+        eps_scale = self.eps_scale(operator, x0)  # ||A||^2 once per call, not once per step
 
         iterates = []
         use_checkpoint = self.memory == "checkpoint" and torch.is_grad_enabled()
         for _ in range(steps):
             if use_checkpoint:
                 eta, *state = checkpoint(self._recomputable_step(), eta, y, sigma2, *state,
-                                         operator=operator, use_reentrant=False)
+                                         operator=operator, eps_scale=eps_scale, use_reentrant=False)
             else:
-                eta, *state = self._step(eta, y, sigma2, *state, operator=operator)
+                eta, *state = self._step(eta, y, sigma2, *state, operator=operator, eps_scale=eps_scale)
             iterates.append(self._link(eta))
         return iterates
 
@@ -508,12 +512,12 @@ class RIM(Solver):
         backward) run with BatchNorm running statistics frozen, see :func:`_batch_stats_frozen`."""
         calls = 0
 
-        def step(*args, operator):
+        def step(*args, operator, eps_scale):
             nonlocal calls
             calls += 1
             if calls == 1:
-                return self._step(*args, operator=operator)
+                return self._step(*args, operator=operator, eps_scale=eps_scale)
             with _batch_stats_frozen(self):
-                return self._step(*args, operator=operator)
+                return self._step(*args, operator=operator, eps_scale=eps_scale)
 
         return step
