@@ -195,6 +195,14 @@ def test_new_runs_record_lipschitz_units_and_older_runs_load_in_absolute_ones(tm
     (run / "config.yaml").write_text(old)
     assert "step_units" not in old and load_solver(run)[0].step_units == "absolute"
     assert load_config(run / "config.yaml", saved=True)["solver"]["params"]["step_units"] == "absolute"
+    # Fine-tuning from it keeps its units unless the config sets them; another solver gets the default.
+    tune = (*overrides, f"train.init_weights={run}")
+    assert load_config(SMOKE, tune)["solver"]["params"]["step_units"] == "absolute"
+    assert load_config(SMOKE, (*tune, "solver.params.step_units=lipschitz"))["solver"]["params"]["step_units"] == "lipschitz"
+    assert load_config(SMOKE, (f"train.init_weights={run}",))["solver"]["params"]["eps_units"] == "lipschitz"  # a RIM
+    tuned = tmp_path / "tuned"
+    loop.train(SMOKE, tuned, overrides=tune, show_progress=False)
+    assert load_solver(tuned)[0].step_units == "absolute"
 
 
 def test_saved_rim_runs_keep_the_initialisation_and_units_their_weights_came_from(tmp_path):

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 # ConfigError lives in the registry (below every layer); importing it from here keeps working.
+from .. import shipped
 from ..registry import ConfigError, check_config_names
 
 # None means "no default; any type allowed" (checked by the builder that uses it).
@@ -203,8 +204,9 @@ def _yaml_problem(err: yaml.YAMLError, line: bool = True) -> str:
 # Solver parameters whose default changed (December 2026): ``{solver: {key: (value in runs saved
 # before, new default)}}``. Lipschitz step units (steps of ``mu / ||A||^2``) and noise floors
 # (``eps ||A||^2``); the RIM's zeroed output layer. A saved run's missing key reads as the old value
-# (what its weights were trained with), a new config's as the new default; every config read here
-# gets the key written out, so the run folder a training writes says which one its weights expect.
+# (what its weights were trained with), a fine-tuning config's (``train.init_weights``) as the value
+# of the run it starts from, any other config's as the new default; every config read here gets the
+# key written out, so the run folder a training writes says which one its weights expect.
 CHANGED_DEFAULTS = {
     "unrolled": {"step_units": ("absolute", "lipschitz")},
     "deq4ip": {"step_units": ("absolute", "lipschitz")},
@@ -252,10 +254,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     _resolve_mixture(config, user.get("operator") if isinstance(user.get("operator"), dict) else {})
     check_config_names(config)
     params = config["solver"]["params"]
-    if isinstance(params, dict):
-        for key, (before, now) in CHANGED_DEFAULTS.get(config["solver"]["name"], {}).items():
-            params.setdefault(key, before if saved else now)
+    changed = CHANGED_DEFAULTS.get(config["solver"]["name"], {})
+    if isinstance(params, dict) and changed:
+        start = {} if saved else _start_weights_params(config)
+        for key, (before, now) in changed.items():
+            params.setdefault(key, before if saved else start.get(key, now))
     return config
+
+
+def init_weights_folder(name: str) -> Path:
+    """The run folder named by ``train.init_weights``: a path, or ``pretrained:NAME`` for a shipped model."""
+    if str(name).startswith("pretrained:"):
+        return shipped.path(str(name)[len("pretrained:"):])
+    if not Path(name).is_dir():
+        raise ValueError(f"config key 'train.init_weights': {name} is not a run folder (or pretrained:NAME)")
+    return Path(name)
+
+
+def _start_weights_params(config: dict) -> dict:
+    """The solver parameters of the run ``train.init_weights`` names, when it trained the same
+    solver ({} otherwise, or when the folder cannot be read: training reports that itself), so that
+    a fine-tuning keeps the units its start weights were trained in unless its config sets them."""
+    name = config["train"].get("init_weights")
+    if not name:
+        return {}
+    try:
+        start = load_config(init_weights_folder(name) / "config.yaml", saved=True)
+    except (ConfigError, ValueError, KeyError, OSError):
+        return {}
+    params = start["solver"]["params"]
+    return params if start["solver"]["name"] == config["solver"]["name"] and isinstance(params, dict) else {}
 
 
 # Keys of one operator.mixture entry besides the operator keys it may override.

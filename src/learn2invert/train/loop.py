@@ -36,14 +36,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .. import shipped
 from ..data.items import item_shape, split_item
 from ..data.skipping import SkipBadFiles
 from ..outputs import check_output_folder
 from ..checkpoint import (BEST_FILE, CONFIG_FILE, adopt_resume_point, apply_train_state, atomic_write_text,
                           find_resume_point, has_checkpoint, load_model, peak_lr, remove_stale_temporaries,
                           save_checkpoint, save_model, weights_file)
-from .config import ConfigError, dump_config, load_config
+from .config import ConfigError, dump_config, init_weights_folder, load_config
 from .distributed import DistContext, init_distributed, seed_from
 from .datasets import build_dataset, empty_validation_message
 from .experiment import build_optimizer, build_solver, PER_STEP_SCHEDULES, without_initial_weights
@@ -300,7 +299,7 @@ def _train(ctx: DistContext, config_path, run_dir: Path, overrides: tuple[str, .
     start_epoch, start_batch, global_step = 0, 0, 0
     best = {"loss": math.inf, "step": 0, "waited": 0}
     if point is None and train_cfg["init_weights"]:  # fine-tuning; every rank reads the same file
-        load_model(solver, weights_file(_init_folder(train_cfg["init_weights"]), "best"), new_zero_ok=True)
+        load_model(solver, weights_file(init_weights_folder(train_cfg["init_weights"]), "best"), new_zero_ok=True)
     if point is not None:  # rank 0 read it; the weights reach the other ranks through DDP's initial broadcast
         try:
             solver.load_state_dict(point.model, strict=True)
@@ -500,15 +499,6 @@ def _log_epoch(writer, record: dict, metrics: dict, global_step: int, show_progr
         fixed_point = "".join(f", {k[6:]} {v:.3g}" for k, v in record.items() if k.startswith("train_fp_"))
         tqdm.write(f"epoch {record['epoch']}, step {record['global_step']}: train loss {record['train_loss']:.4g}{fixed_point}, "
                    + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
-
-
-def _init_folder(name: str) -> Path:
-    """The run folder named by ``train.init_weights``: a path, or ``pretrained:NAME`` for a shipped model."""
-    if str(name).startswith("pretrained:"):
-        return shipped.path(str(name)[len("pretrained:"):])
-    if not Path(name).is_dir():
-        raise ValueError(f"config key 'train.init_weights': {name} is not a run folder (or pretrained:NAME)")
-    return Path(name)
 
 
 __all__ = ["train", "TrainingDiverged", "resolve_device", "sample_generators", "batch_generator", "DivergenceWarning",
