@@ -89,6 +89,28 @@ def test_photograph_items_mix_in_at_their_rate(monkeypatch):
         BrainSliceMix(size=16, natural=1.5)
 
 
+def test_dead_leaves_items_mix_in_at_their_rate(monkeypatch):
+    plain = BrainSliceMix(size=32, length=8, seed=1, natural=0.3)
+    assert all(torch.equal(plain[i], BrainSliceMix(size=32, length=8, seed=1, natural=0.3, dead_leaves=0.0)[i])
+               for i in range(8))  # runs made before the option draw the same items
+    leaves = BrainSliceMix(size=32, length=6, seed=1, dead_leaves=1.0)
+    items = [leaves[i] for i in range(6)]
+    assert all(p.shape == (2, 32, 32) and torch.isfinite(p).all() for p in items)
+    assert all(torch.equal(a, leaves[i]) for i, a in enumerate(items))  # reproducible
+    # Content across the whole field of view, unlike a brain slice on its black background.
+    magnitude = items[0].norm(dim=0)
+    assert float((magnitude > 0.01).float().mean()) > 0.6
+    calls = []
+    original = BrainSliceMix._dead_leaves
+    monkeypatch.setattr(BrainSliceMix, "_dead_leaves", lambda self, *a: calls.append(1) or original(self, *a))
+    mixed = BrainSliceMix(size=16, length=200, seed=1, natural=0.3, dead_leaves=0.3)
+    for i in range(200):
+        mixed[i]
+    assert 40 <= len(calls) <= 80
+    with pytest.raises(ValueError, match="dead_leaves must be"):
+        BrainSliceMix(size=16, natural=0.8, dead_leaves=0.3)
+
+
 def test_fastmri_centre_fraction_follows_the_acceleration():
     def mask(acceleration, centre):
         config = load_config(None, ["operator.name=mri", f"operator.acceleration={acceleration}",

@@ -15,7 +15,8 @@ coronal and sagittal slices and then changes, all from a generator seeded by
   photographs (:data:`~.natural.TRAIN_IMAGES`) instead of brain slices. An averaged template
   brain is smooth and sits on a black background; real scans have sharp edges, texture and tissue
   up to the border of the field of view, and a model that only ever saw the template leaves
-  their aliasing in place.
+  their aliasing in place. ``dead_leaves`` adds synthetic images of flat regions with sharp
+  edges at every scale (the structure TV assumes).
 
 Held-out data stays held out. The validation and test sets are axial slabs (see
 :mod:`.brain`); coronal and sagittal slices cut through every axial level, so before they are
@@ -36,6 +37,7 @@ from torch.utils.data import Dataset
 
 from ..operators.phase import smooth_phase
 from .brain import SPLIT_GUARD, _apply_phase, _item_generator, _split_segments, load_mni152, split_slice_indices
+from .dead_leaves import dead_leaves
 from .natural import TRAIN_IMAGES, available_images, load_image
 from .nifti import foreground_fraction, slice_stack
 
@@ -170,6 +172,9 @@ class BrainSliceMix(Dataset):
             (0 keeps the draws of every brain item exactly as without it).
         natural_scale_range: ``[low, high]`` output pixels per photograph pixel, log-uniform
             (0.25: a 64-pixel item shows 256 photograph pixels).
+        dead_leaves: probability that an item is a synthetic dead-leaves image
+            (:func:`~learn2invert.data.dead_leaves.dead_leaves`: flat regions with sharp edges at
+            every scale) instead of a brain slice; ``natural + dead_leaves <= 1``.
         **augment: keyword arguments of :func:`augment_magnitude` (``scale``, ``scale_range``,
             ``rotation``, ``shift``, ``elastic``, ``flip``, ``gamma_range``, ``bias``).
     """
@@ -177,7 +182,7 @@ class BrainSliceMix(Dataset):
     def __init__(self, size: int | Sequence[int] = 64, length: int = 1024, seed: int = 0,
                  orientations: dict[str, float] | None = None, phase: bool = True, phase_order: int = 3,
                  max_phase: float = math.pi, min_foreground: float = 0.05, natural: float = 0.0,
-                 natural_scale_range: Sequence[float] = (0.25, 1.0), **augment) -> None:
+                 natural_scale_range: Sequence[float] = (0.25, 1.0), dead_leaves: float = 0.0, **augment) -> None:
         self.size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
@@ -200,6 +205,10 @@ class BrainSliceMix(Dataset):
         if not 0 < low <= high:
             raise ValueError(f"natural_scale_range must be [low, high] with 0 < low <= high, got {natural_scale_range}")
         self.natural, self.natural_scale_range = float(natural), (low, high)
+        if isinstance(dead_leaves, bool) or not 0.0 <= float(dead_leaves) <= 1.0 - self.natural:
+            raise ValueError(f"dead_leaves must be a probability in [0, 1 - natural] = [0, {1 - self.natural:g}], "
+                             f"got {dead_leaves!r}")
+        self.dead_leaves = float(dead_leaves)
         # The Hubble deep field is a black sky with specks: nothing like tissue, and its crops are too dark.
         self.photos = tuple(n for n in TRAIN_IMAGES if n in available_images() and n != "hubble_deep_field")
         if self.natural > 0 and not self.photos:
@@ -219,10 +228,14 @@ class BrainSliceMix(Dataset):
         index %= self.length
         gen = _item_generator(self.seed, "train", index, self.epoch + 1)
         u = torch.rand(2, generator=gen, dtype=torch.float64).tolist()
-        # The photograph draw comes after the brain draws and only when enabled, so natural=0
-        # reproduces the items of runs made before the option existed.
-        if self.natural > 0 and torch.rand(1, generator=gen, dtype=torch.float64).item() < self.natural:
+        # The content draw comes after the brain draws and only when photographs or dead leaves are
+        # enabled, so natural=0 reproduces the items of runs made before the option existed (and
+        # dead_leaves=0 those made before that one).
+        content = torch.rand(1, generator=gen, dtype=torch.float64).item() if self.natural + self.dead_leaves > 0 else 1.0
+        if content < self.natural:
             magnitude = self._photograph(u[1], gen)
+        elif content < self.natural + self.dead_leaves:
+            magnitude = self._dead_leaves(gen)
         else:
             pool = list(self.pools.values())[min(int(np.searchsorted(self.cumulative, u[0], side="right")),
                                                  len(self.pools) - 1)]
@@ -232,6 +245,15 @@ class BrainSliceMix(Dataset):
         if self.phase:
             phase = smooth_phase(self.size, gen, order=self.phase_order, max_amplitude=self.max_phase)
         return _apply_phase(magnitude, phase)
+
+    def _dead_leaves(self, gen: torch.Generator) -> torch.Tensor:
+        """A ``(1, H, W)`` dead-leaves magnitude (radii 2 pixels to 4 item sides, a random blur of
+        0-1 pixel as in :class:`~.natural.NaturalPatches`), scaled to peak 1 and augmented like a slice."""
+        side = math.ceil(1.5 * max(self.size))  # room for the rotation and shift, as for photographs
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        leaves = torch.from_numpy(dead_leaves(side, rng, r_min=2.0, r_max=4.0 * side, blur=float(rng.uniform(0.0, 1.0))))[0]
+        leaves = leaves / leaves.max().clamp_min(1e-3)
+        return augment_magnitude(leaves, self.size, gen, **{**self.augment, "scale": 1.0, "scale_range": (1.0, 1.0)})
 
     def _photograph(self, choice: float, gen: torch.Generator) -> torch.Tensor:
         """A ``(1, H, W)`` magnitude: a random crop of a training photograph, augmented like a slice."""
