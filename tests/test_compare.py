@@ -114,3 +114,12 @@ def test_compare_scores_the_last_weights_when_asked(runs, tmp_path, monkeypatch)
     assert main(base + ["--out", str(tmp_path / "last"), "--weights", "last"]) == 0
     assert main(base + ["--out", str(tmp_path / "best")]) == 0
     assert asked == ["last", "best"]
+
+
+def test_compare_scores_a_self_ensemble_under_its_own_name(runs, tmp_path):
+    out = tmp_path / "x2"
+    assert main(["bench", "compare", f"irim={runs['irim']}", "--samples", "2", "--no-tv", "--ensemble", "2",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert list(result["methods"]) == ["zero-filled", "irim x2"] and result["ensemble"] == 2
+    assert "| irim x2 |" in out.with_suffix(".md").read_text()

@@ -27,6 +27,7 @@ from ..solvers.tv import choose_tv_weight, tv_reconstruct
 from ..train.datasets import build_dataset
 from ..operators.generator import Measurement
 from ..inference import load_solver
+from ..inference.ensemble import ENSEMBLE_SIZES, self_ensemble
 from ..train.validate import EVAL_SEED, magnitude, score_batch
 from ..operators.likelihood import back_projection
 
@@ -99,10 +100,12 @@ def _batches(config: dict, split: str, seed: int, samples: int | None, batch_siz
 def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, samples: int | None = None,
             show_progress: bool = True, tv_iterations: int = TV_ITERATIONS, tv_grid: list[float] | None = None,
             tv_validation_samples: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-            test_overrides: list[str] | tuple[str, ...] = (), weights: str = "best") -> dict:
+            test_overrides: list[str] | tuple[str, ...] = (), weights: str = "best", ensemble: int = 1) -> dict:
     """Score every run and the classical baselines on the same measurements of ``split``.
 
     ``weights`` picks each run's ``"best"`` (lowest validation loss) or ``"last"`` weights.
+    ``ensemble`` > 1 scores each run as the mean of that many flipped and rotated copies
+    (:func:`~learn2invert.inference.ensemble.self_ensemble`), named ``NAME xN`` in the table.
 
     ``overrides`` (``key=value`` on ``data.*`` / ``operator.*``) change the test problem, e.g. for
     out-of-distribution scoring; the TV weight is then chosen on the changed problem's validation split.
@@ -119,10 +122,13 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
         raise ValueError("give at least one run (name=RUN_DIR)")
     if samples is not None and samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")
+    if ensemble not in ENSEMBLE_SIZES:
+        raise ValueError(f"--ensemble must be one of {ENSEMBLE_SIZES}, got {ensemble}")
     solvers, configs = {}, {}
     for name, run_dir in runs.items():
         solver, config, _, _ = load_solver(run_dir, weights=weights)
-        solvers[name], configs[name] = solver, config
+        shown = f"{name} x{ensemble}" if ensemble > 1 else name
+        solvers[shown], configs[name] = solver, config
     config = with_overrides(_check_same_problem(configs), overrides)
     data_range = config["data"]["data_range"]
     baseline = _adjoint_name(config)
@@ -153,7 +159,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
                 elif m == "tv":
                     est = tv_reconstruct(op, y, tv_weight, iterations=tv_iterations)
                 else:
-                    est = solvers[m](y, op, sigma=sigma)[-1]
+                    est = self_ensemble(solvers[m], y, op, ensemble, sigma=sigma)
             seconds[m] += time.perf_counter() - start
             for k, v in score_batch(est, x, data_range).items():
                 scores[m][k].append(v)
@@ -166,7 +172,7 @@ def compare(runs: dict[str, str | Path], split: str = "test", tv: bool = True, s
     summary = {m: {k: {"mean": float(torch.cat(v).mean()), "std": float(torch.cat(v).std(unbiased=False))}
                    for k, v in s.items()} for m, s in scores.items()}
     return {"methods": summary, "seconds_per_sample": {m: s / n for m, s in seconds.items()}, "tv_weight": tv_weight,
-            "samples": n, "split": split, "example": example, "config": test_config}
+            "samples": n, "split": split, "example": example, "config": test_config, "ensemble": ensemble}
 
 
 def markdown_table(result: dict) -> str:
@@ -228,6 +234,7 @@ def write(result: dict, out: str | Path) -> Path:
     out = check_out(out)
     payload = {"methods": result["methods"], "seconds_per_sample": result["seconds_per_sample"],
                "tv_weight": result["tv_weight"], "samples": result["samples"], "split": result["split"],
+               "ensemble": result.get("ensemble", 1),
                "data": result["config"]["data"], "operator": result["config"]["operator"]}
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(payload, indent=1))
@@ -264,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                              "--test-set data.name=dicom --test-set data.root=pydicom:MR_small.dcm")
     parser.add_argument("--weights", default="best", choices=("best", "last"),
                         help="each run's weights of the lowest validation loss (default) or of its last step")
+    parser.add_argument("--ensemble", type=int, default=1, choices=ENSEMBLE_SIZES,
+                        help="score each run as the mean of 2, 4 or 8 flipped and rotated copies of each problem "
+                             "(geometric self-ensemble; that many times the time)")
     args = parser.parse_args(argv)
     runs = named_runs(args.runs)
     check_out(args.out)  # scoring and the TV search take minutes: refuse an unwritable --out first
     result = compare(runs, args.split, tv=not args.no_tv, samples=args.samples, tv_iterations=args.tv_iterations,
                      tv_grid=args.tv_grid, overrides=args.overrides, test_overrides=args.test_overrides,
-                     weights=args.weights)
+                     weights=args.weights, ensemble=args.ensemble)
     path = write(result, args.out)
     print(markdown_table(result))
     if result["tv_weight"] is not None:
