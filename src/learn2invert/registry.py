@@ -103,7 +103,8 @@ DATASETS.register("natural_patches", "learn2invert.train.datasets:natural_patche
 DATASETS.register("brain_slices", "learn2invert.train.datasets:brain_slices",
                   "axial slices of the MNI152 brain template as complex MRI images (disjoint train/val/test slabs)")
 DATASETS.register("brain_mix", "learn2invert.train.datasets:brain_mix",
-                  "augmented slices of all three orientations of the template (+ photographs with params.natural); "
+                  "augmented slices of all three orientations of the template (+ photographs with params.natural, "
+                  "synthetic dead-leaves images with params.dead_leaves); "
                   "validation/test: brain_slices")
 DATASETS.register("brain_patches3d", "learn2invert.train.datasets:brain_patches3d", "3-D complex patches of the template (params.patch: [D, H, W])")
 DATASETS.register("ellipses", "learn2invert.train.datasets:ellipses", "random ellipse phantoms (dival's splits)")

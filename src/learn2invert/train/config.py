@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
         # extra keyword arguments for the dataset; fastmri: crop, coils, acs_fraction, and own_coils (true: train on
         # multi-coil files' own coil k-space, undersampled, with coil maps estimated from the measured centre);
         # natural_patches: augment, dead_leaves (fraction of training items that are synthetic dead-leaves images);
+        # brain_mix: scale, natural (photographs), dead_leaves and the other keywords of BrainSliceMix;
         # dicom: repeats, series (true: each series, a folder of slices or a multi-frame file, is one volume (C, D, H, W))
         "params": {},
         "skip_bad_files": False,  # skip unreadable files (warning with the path, counted in history.json) instead of stopping
