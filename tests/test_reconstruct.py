@@ -18,6 +18,7 @@ from learn2invert.operators import Denoising
 from learn2invert.train import loop
 from learn2invert.inference.reconstruct import reconstruct
 from learn2invert.inference import load_solver
+from learn2invert.inference.ensemble import self_ensemble
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = (
@@ -69,6 +70,22 @@ def test_denoising_run_reconstructs_a_noisy_png(denoising_run, tmp_path):
     with torch.no_grad():
         expected = solver(y, Denoising(), sigma=config["operator"]["noise_sigma"])[-1][0]
     np.testing.assert_allclose(raw, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_ensemble_averages_flipped_and_rotated_reconstructions(denoising_run, tmp_path, capsys):
+    noisy = _write_png(tmp_path / "noisy.png", 12, 12)
+    assert main(["reconstruct", str(denoising_run), str(noisy), str(tmp_path / "x8.npy"), "--ensemble", "8"]) == 0
+    solver, config, _, _ = load_solver(denoising_run)
+    y = torch.from_numpy(read_image(noisy))[None]
+    with torch.no_grad():
+        expected = self_ensemble(solver, y, Denoising(), 8, sigma=config["operator"]["noise_sigma"])[0]
+        single = solver(y, Denoising(), sigma=config["operator"]["noise_sigma"])[-1][0]
+    np.testing.assert_allclose(np.load(tmp_path / "x8.npy"), expected.numpy(), rtol=0, atol=1e-6)
+    assert not np.allclose(expected.numpy(), single.numpy(), atol=1e-4)
+    wide = _write_png(tmp_path / "wide.png", 12, 16)  # quarter turns would change its shape
+    assert main(["reconstruct", str(denoising_run), str(wide), str(tmp_path / "w.png"), "--ensemble", "8"]) == 2
+    assert "use 4 or fewer" in capsys.readouterr().err
+    assert main(["reconstruct", str(denoising_run), str(wide), str(tmp_path / "w.png"), "--ensemble", "4"]) == 0
 
 
 def test_simulate_png_with_random_projections_reports_scores(projection_run, tmp_path):

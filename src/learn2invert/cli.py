@@ -78,7 +78,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         run_dir, input_path, output = args.paths
     result = reconstruct(run_dir, input_path, output, simulate=args.simulate, seed=args.seed,
-                         axis=args.axis, device=args.device, frame=args.frame, sigma=args.sigma)
+                         axis=args.axis, device=args.device, frame=args.frame, sigma=args.sigma,
+                         ensemble=args.ensemble)
     for name, scores in result.get("metrics", {}).items():
         print(f"{name}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
     print(f"wrote {result['output']} and {result['side_by_side']}")
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="noise standard deviation of INPUT, in the image's [0, 1] units for denoising, blur and "
                          "super-resolution (e.g. 0.1 = 25.5/255): told to the solver instead of the run's "
                          "operator.noise_sigma; with --simulate also the simulated noise (default: the run's)")
+    rc.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
+                    help="average the reconstructions of 2, 4 or 8 flipped and rotated copies of the problem "
+                         "(geometric self-ensemble; 8 needs square images; that many times the time)")
     rc.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the solver runs (default: cpu)")
     rc.set_defaults(func=_cmd_reconstruct)
 

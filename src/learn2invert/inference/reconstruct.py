@@ -53,6 +53,7 @@ from ..outputs import check_output_file
 from ..operators.generator import component_config, Measurement, uses_own_coils
 from ..train.loop import resolve_device
 from ..train.validate import magnitude
+from .ensemble import ENSEMBLE_SIZES, self_ensemble
 from .load import load_solver
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")  # .dcm: a DICOM image (pydicom); multi-frame: a volume
@@ -75,6 +76,7 @@ class Run:
     config: dict
     image_shape: tuple[int, ...]  # (C, H, W) of one training image
     device: torch.device
+    ensemble: int = 1  # reconstructions averaged over flipped/rotated copies (inference.ensemble)
 
     @property
     def operator(self) -> str:
@@ -83,7 +85,7 @@ class Run:
 
 def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path, simulate: bool = False,
                 seed: int = 0, axis: int = 2, device: str = "cpu", frame: int | None = None,
-                sigma: float | None = None, progress: bool = True) -> dict:
+                sigma: float | None = None, progress: bool = True, ensemble: int = 1) -> dict:
     """Reconstruct ``input_path`` with the run in ``run_dir`` and write ``output`` plus a figure.
 
     Args:
@@ -111,6 +113,9 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             the run's config (the mean of a [low, high] range).
         progress: a progress bar per slice of a fastMRI volume, and its notices printed (stdout),
             as are DICOM inputs' spacing notices.
+        ensemble: 2, 4 or 8: average the reconstructions of that many flipped and rotated copies
+            of the problem (:func:`~learn2invert.inference.ensemble.self_ensemble`; 8 needs
+            square images), at that many times the time; 1 (default): the solver once.
 
     A run trained on an operator mixture (``operator.mixture``) reconstructs with the first
     operator of its list (its config's entry 0).
@@ -143,6 +148,8 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
             converted to grey luminance).
     """
     run_dir, input_path, output = Path(run_dir), Path(input_path), Path(output)
+    if ensemble not in ENSEMBLE_SIZES:
+        raise ValueError(f"--ensemble must be one of {ENSEMBLE_SIZES}, got {ensemble!r}")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"--sigma is the noise standard deviation of the input and must be a number >= 0, got {sigma!r}")
     if not run_dir.is_dir():
@@ -176,7 +183,7 @@ def reconstruct(run_dir: str | Path, input_path: str | Path, output: str | Path,
         config = component_config(config, 0)
     if sigma is not None:  # the user's noise level replaces the training one, for the solver and any simulation
         config = {**config, "operator": {**config["operator"], "noise_sigma": float(sigma)}}
-    run = Run(solver, config, image_shape, next(solver.parameters()).device)
+    run = Run(solver, config, image_shape, next(solver.parameters()).device, ensemble)
     if kind == "fastmri":
         if simulate:
             raise ValueError(f"{input_path} is a fastMRI file, already a measurement (a fully sampled one is "
@@ -657,9 +664,10 @@ def _volume_result(run: Run, output: Path, slices: torch.Tensor, adjoint: torch.
 
 @torch.no_grad()
 def _solve(run: Run, y: torch.Tensor, operator, sigma) -> torch.Tensor:
-    """The solver's last iterate for measurement ``y`` (batch of 1), on the CPU."""
+    """The solver's last iterate for measurement ``y`` (batch of 1), on the CPU (averaged over
+    ``run.ensemble`` flipped/rotated copies of the problem)."""
     operator = operator.to(run.device)
-    return run.solver(y.to(run.device), operator, sigma=sigma)[-1].cpu()
+    return self_ensemble(run.solver, y.to(run.device), operator, run.ensemble, sigma=sigma).cpu()
 
 
 def _scores(estimate: torch.Tensor, truth: torch.Tensor, data_range: float | None) -> dict[str, float]:
