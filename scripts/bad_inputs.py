@@ -237,7 +237,7 @@ def _dicom_fixtures(fx: Path) -> None:
     source = Path(get_testdata_file("MR_small.dcm"))
     for name in ("mixed_series", "truncated_series", "one_slice_series"):
         (fx / name).mkdir(exist_ok=True)
-    for i, series in enumerate((None, generate_uid())):
+    for i, series in enumerate((None, generate_uid(entropy_srcs=["learn2invert bad inputs: a second series"]))):
         ds = pydicom.dcmread(source)
         ds.InstanceNumber = i + 1
         if series:
