@@ -9,8 +9,8 @@ from the same ``y`` under the operator ``A T^-1`` (:class:`TransformedOperator`)
 mapped back with ``T^-1``. Any linear operator works (MRI masks, CT, blur, projections); the cost is
 one reconstruction per copy.
 
-Measured (``l2i bench compare --ensemble 8``, docs/BENCHMARKS.md): +0.16 dB for the grey-denoising
-RIM at sigma 25; +0.06 dB for the shipped i-RIM at 4x MRI and +0.09 dB for ``mri_irim_mixed`` on
+Measured (``l2i bench compare --ensemble 8``, docs/BENCHMARKS.md): +0.15 to +0.22 dB for the
+grey-denoising RIM at sigma 15-50; +0.06 dB for the shipped i-RIM at 4x MRI and +0.09 dB for ``mri_irim_mixed`` on
 the real MR scan, whose remaining error is mostly not of this kind.
 """
 from __future__ import annotations
