@@ -35,6 +35,8 @@ def test_an_equivariant_solver_is_unchanged_and_a_learned_one_is_averaged():
         return [operator.A_adjoint(y)]
 
     assert torch.allclose(self_ensemble(back_projection, y, op, 8), op.A_adjoint(y), atol=1e-6)
+    start = torch.randn_like(x)  # a given start is turned with each copy and turned back
+    assert torch.allclose(self_ensemble(lambda y, operator, x0: [x0], y, op, 8, x0=start), start, atol=1e-6)
     rim = RIM(channels=2, steps=2, conv_channels=4, hidden_channels=4, norm="none", output_init="random").eval()
     with torch.no_grad():
         single = rim(y, op)[-1]

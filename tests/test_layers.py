@@ -129,7 +129,7 @@ def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "learn2invert.operators.fft" in graph["learn2invert.metrics"]
     assert "learn2invert.inference.load" in graph["learn2invert.pretrained"]
-    assert "learn2invert.shipped" in graph["learn2invert.train.loop"]  # imported at module level
+    assert "learn2invert.shipped" in graph["learn2invert.train.config"]  # imported at module level
     assert "learn2invert.bench.config_memory" in graph["learn2invert.bench.memory"]  # imported inside a function
     assert "learn2invert.nn.prox" in graph["learn2invert.solvers.deq4ip"]  # the package __init__ it runs
 

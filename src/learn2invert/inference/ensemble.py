@@ -100,8 +100,10 @@ def self_ensemble(solver, y: torch.Tensor, operator, size: int = 8, x0: torch.Te
     """
     if size not in ENSEMBLE_SIZES:
         raise ValueError(f"the self-ensemble size must be one of {ENSEMBLE_SIZES}, got {size}")
+    if x0 is not None:  # passed only when given: a solver (or a user's stand-in) may take no x0
+        kwargs = {**kwargs, "x0": x0}
     if size == 1:
-        return solver(y, operator, x0=x0, **kwargs)[-1]
+        return solver(y, operator, **kwargs)[-1]
     x_like = operator.A_adjoint(y) if x0 is None else x0
     if size == 8 and x_like.shape[-1] != x_like.shape[-2]:
         raise ValueError(f"a self-ensemble of 8 turns the image by quarter turns and needs square images; this one "
@@ -109,7 +111,8 @@ def self_ensemble(solver, y: torch.Tensor, operator, size: int = 8, x0: torch.Te
     total = None
     for k, flip in _ORDER[:size]:
         t = Dihedral(k, flip)
-        start = None if x0 is None else t(x0)
-        estimate = t.inverse(solver(y, TransformedOperator(operator, t, x_like), x0=start, **kwargs)[-1])
+        if x0 is not None:
+            kwargs["x0"] = t(x0)
+        estimate = t.inverse(solver(y, TransformedOperator(operator, t, x_like), **kwargs)[-1])
         total = estimate if total is None else total + estimate
     return total / size
