@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..operators.likelihood import is_linear, operator_norm_squared
+from ..operators.likelihood import is_linear, normal, operator_norm_squared
 
 __all__ = ["Dihedral", "TransformedOperator", "self_ensemble", "ENSEMBLE_SIZES"]
 
@@ -74,9 +74,7 @@ class TransformedOperator:
         return self.transform(self.operator.A_adjoint(y))
 
     def A_adjoint_A(self, z: torch.Tensor) -> torch.Tensor:
-        normal = getattr(self.operator, "A_adjoint_A", None)
-        x = self.transform.inverse(z)
-        return self.transform(normal(x) if callable(normal) else self.operator.A_adjoint(self.operator.A(x)))
+        return self.transform(normal(self.operator, self.transform.inverse(z)))
 
     def norm_squared(self) -> float:
         return operator_norm_squared(self.operator, self._x_like)  # cached on the operator itself
